@@ -1,0 +1,104 @@
+"""Horovod through its Keras wrappers: ``hvd.DistributedOptimizer``, broadcast, metric averaging, LR warmup."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import horovod.tensorflow as hvd_core
+import horovod.tensorflow.keras as hvd
+import numpy as np
+import tensorflow as tf
+
+from hvdtrain.config import ConfigError, TrainConfig
+from hvdtrain.lr import schedule_multiplier
+
+_OPS = {"average": hvd.Average, "sum": hvd.Sum}
+
+
+@dataclass(frozen=True)
+class World:
+    """Where this process sits in the job."""
+
+    rank: int
+    size: int
+    local_rank: int
+    local_size: int
+
+    @property
+    def is_root(self) -> bool:
+        return self.rank == 0
+
+
+def init(comm: Any = None) -> World:
+    """Start Horovod (optionally on an mpi4py communicator), pin one GPU per local rank or size CPU threads."""
+    hvd.init(comm=comm) if comm is not None else hvd.init()
+    world = World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size())
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        for gpu in gpus:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        tf.config.set_visible_devices(gpus[world.local_rank % len(gpus)], "GPU")
+    else:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        tf.config.threading.set_intra_op_parallelism_threads(max(1, cores // world.local_size))
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, cores // world.local_size)))
+    return world
+
+
+def distributed_optimizer(optimizer: tf.keras.optimizers.Optimizer, config: TrainConfig) -> Any:
+    """Wrap ``optimizer`` so gradients are ring-allreduced; unsupported combinations raise ConfigError."""
+    if config.reduce_op not in _OPS:  # Horovod's Keras optimizer takes Average and Sum only
+        raise ConfigError("--reduce-op adasum is not supported with Horovod's Keras optimizer; use average or sum")
+    compression = hvd.Compression.fp16 if config.fp16_allreduce else hvd.Compression.none
+    return hvd.DistributedOptimizer(
+        optimizer,
+        compression=compression,
+        backward_passes_per_step=config.backward_passes_per_step,
+        average_aggregated_gradients=config.backward_passes_per_step > 1,
+        sparse_as_dense=config.sparse_as_dense,
+        op=_OPS[config.reduce_op],
+    )
+
+
+def callbacks(config: TrainConfig, scaled_lr: float, steps_per_epoch: int) -> list[tf.keras.callbacks.Callback]:
+    """Horovod's callbacks, in the order they must run: broadcast, metric average, warmup, schedule."""
+    stack: list[tf.keras.callbacks.Callback] = [
+        hvd.callbacks.BroadcastGlobalVariablesCallback(0),
+        hvd.callbacks.MetricAverageCallback(),
+    ]
+    if config.warmup_epochs > 0:
+        stack.append(
+            hvd.callbacks.LearningRateWarmupCallback(
+                initial_lr=scaled_lr, warmup_epochs=config.warmup_epochs, steps_per_epoch=steps_per_epoch
+            )
+        )
+    if config.lr_schedule != "constant":
+        stack.append(
+            hvd.callbacks.LearningRateScheduleCallback(
+                initial_lr=scaled_lr,
+                multiplier=lambda epoch: schedule_multiplier(
+                    config.lr_schedule, epoch, config.warmup_epochs, config.epochs
+                ),
+                start_epoch=int(np.ceil(config.warmup_epochs)),
+                staircase=False,
+                steps_per_epoch=steps_per_epoch,
+            )
+        )
+    return stack
+
+
+def global_sum(values: np.ndarray, name: str) -> np.ndarray:
+    """Element-wise sum of ``values`` over all ranks."""
+    return hvd_core.allreduce(tf.constant(values, dtype=tf.float64), op=hvd_core.Sum, name=name).numpy()
+
+
+def broadcast_object(obj: Any, name: str) -> Any:
+    """Rank 0's ``obj`` on every rank (also a barrier: nobody passes before rank 0 has sent)."""
+    return hvd_core.broadcast_object(obj, root_rank=0, name=name)
+
+
+def shutdown() -> None:
+    """Stop Horovod's background thread."""
+    hvd.shutdown()

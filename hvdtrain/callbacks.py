@@ -1,0 +1,69 @@
+"""Keras callbacks hvdtrain adds on top of Horovod's: a throughput meter and a JSON-lines metrics log."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+
+from hvdtrain.log import get_logger
+
+
+class ThroughputMeter(tf.keras.callbacks.Callback):
+    """Global samples/s per epoch, added to the epoch logs with the LR and epoch time.
+
+    The first epoch (graph tracing, warm caches) is excluded from ``summary()``.
+    """
+
+    def __init__(self, samples_per_epoch: int) -> None:
+        super().__init__()
+        self.samples_per_epoch = samples_per_epoch
+        self.rates: list[float] = []
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        elapsed = time.perf_counter() - self._start
+        rate = self.samples_per_epoch / elapsed
+        self.rates.append(rate)
+        if logs is not None:
+            logs["lr"] = float(tf.keras.backend.get_value(self.model.optimizer.learning_rate))
+            logs["epoch_time_s"] = elapsed
+            logs["samples_per_sec"] = rate
+        get_logger().info("epoch %d: %.0f samples/s (global), %.2f s", epoch + 1, rate, elapsed)
+
+    def summary(self) -> tuple[float, float] | None:
+        """Mean and standard deviation of samples/s over epochs after the first; None with fewer than 2 epochs."""
+        steady = self.rates[1:]
+        if not steady:
+            return None
+        return statistics.fmean(steady), (statistics.stdev(steady) if len(steady) > 1 else 0.0)
+
+
+class JsonLinesLogger(tf.keras.callbacks.Callback):
+    """One JSON object per epoch (``{"epoch": 1, "loss": ..., ...}``) appended to ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("")
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        row = {"epoch": epoch + 1, **{k: _plain(v) for k, v in (logs or {}).items()}}
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def _plain(value: Any) -> Any:
+    number = float(value)
+    return number if math.isfinite(number) else None

@@ -1,0 +1,86 @@
+"""Typed training configuration shared by every recipe.
+
+A recipe's defaults are a ``TrainConfig``; command-line values (and, later, presets) are layered on top with
+``dataclasses.replace``. Each field's metadata carries its command-line help, so the options are written once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+LrScaling = Literal["linear", "sqrt", "none"]
+ReduceOp = Literal["average", "sum", "adasum"]
+LrSchedule = Literal["constant", "cosine"]
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message is one line meant for the user."""
+
+
+def _opt(help_text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": help_text, **extra}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a recipe run needs; each field is also a command-line option (``batch_size`` -> ``--batch-size``)."""
+
+    epochs: int = field(default=10, metadata=_opt("Training epochs.", min=1))
+    batch_size: int = field(default=32, metadata=_opt("Batch size per rank (global batch = this x ranks).", min=1))
+    lr: float = field(default=1e-3, metadata=_opt("Base learning rate, before scaling by world size.", min_open=0.0))
+    lr_scaling: LrScaling = field(default="linear", metadata=_opt("How the LR grows with world size."))
+    warmup_epochs: float = field(
+        default=0.0, metadata=_opt("Epochs of linear LR warmup from lr/size up to the scaled LR.", min=0.0)
+    )
+    lr_schedule: LrSchedule = field(default="constant", metadata=_opt("LR schedule after warmup."))
+    fp16_allreduce: bool = field(default=False, metadata=_opt("Compress gradients to float16 for the allreduce."))
+    reduce_op: ReduceOp = field(default="average", metadata=_opt("How gradients are combined across ranks."))
+    backward_passes_per_step: int = field(
+        default=1, metadata=_opt("Gradient accumulation: local backward passes per allreduce.", min=1)
+    )
+    sparse_as_dense: bool = field(
+        default=False, metadata=_opt("Allreduce sparse gradients (embeddings) as dense tensors.")
+    )
+    data_dir: Path | None = field(
+        default=None, metadata=_opt("Where the recipe's data lives (recipe default if unset).")
+    )
+    checkpoint_dir: Path | None = field(default=None, metadata=_opt("Write a checkpoint each epoch here (rank 0)."))
+    log_dir: Path | None = field(default=None, metadata=_opt("Write metrics.jsonl and metrics.csv here (rank 0)."))
+    tensorboard: bool = field(default=False, metadata=_opt("Also write TensorBoard logs under --log-dir."))
+    seed: int = field(default=42, metadata=_opt("Random seed (each rank uses seed + rank).", min=0))
+    log_all_ranks: bool = field(default=False, metadata=_opt("Log from every rank, not only rank 0."))
+
+    def validate(self) -> TrainConfig:
+        """Check values that depend on each other; raise ConfigError with one line."""
+        for f in dataclasses.fields(self):
+            meta, value = f.metadata, getattr(self, f.name)
+            flag = option_name(f.name)
+            if "min" in meta and value < meta["min"]:
+                raise ConfigError(f"{flag} must be >= {meta['min']}, got {value}")
+            if "min_open" in meta and value <= meta["min_open"]:
+                raise ConfigError(f"{flag} must be > {meta['min_open']}, got {value}")
+        if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
+            raise ConfigError(f"--warmup-epochs ({self.warmup_epochs:g}) must be shorter than --epochs ({self.epochs})")
+        if self.tensorboard and self.log_dir is None:
+            raise ConfigError("--tensorboard needs --log-dir")
+        return self
+
+    def with_overrides(self, overrides: dict[str, Any]) -> TrainConfig:
+        """A copy with the given non-None values replaced (unknown keys are a ConfigError)."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly view (paths as strings)."""
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+def option_name(field_name: str) -> str:
+    """``batch_size`` -> ``--batch-size``."""
+    return "--" + field_name.replace("_", "-")

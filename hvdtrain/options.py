@@ -1,0 +1,121 @@
+"""Command-line options generated from ``TrainConfig`` and the ``main()`` every recipe shares.
+
+Bad input is one line on stderr and exit code 2; the line is printed once per job (rank 0 of the launcher).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from hvdtrain.config import ConfigError, TrainConfig, option_name
+
+if TYPE_CHECKING:
+    from hvdtrain.recipe import Recipe
+
+EXIT_USAGE = 2
+_RANK_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID")
+
+
+def _click_type(annotation: Any) -> tuple[Any, bool]:
+    """(click type, is_flag) for a TrainConfig annotation."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Literal:
+        return click.Choice([str(a) for a in typing.get_args(annotation)]), False
+    if args and annotation is not bool:  # Optional[X]
+        return _click_type(args[0])
+    if annotation is bool:
+        return None, True
+    if annotation is Path:
+        return click.Path(path_type=Path), False
+    return annotation, False
+
+
+def train_config_options(defaults: TrainConfig) -> list[click.Option]:
+    """One click option per TrainConfig field; each defaults to None so only what the user typed overrides."""
+    hints = typing.get_type_hints(TrainConfig)
+    options = []
+    for f in dataclasses.fields(TrainConfig):
+        kind, is_flag = _click_type(hints[f.name])
+        flag = option_name(f.name)
+        default = getattr(defaults, f.name)
+        shown = "on" if default is True else "off" if default is False else ("unset" if default is None else default)
+        decl = f"{flag}/--no-{flag[2:]}" if is_flag else flag
+        options.append(
+            click.Option([decl, f.name], type=kind, default=None, help=f"{f.metadata['help']} [default: {shown}]")
+        )
+    return options
+
+
+def launcher_rank() -> int:
+    """This process's rank as the launcher set it, before Horovod starts (0 when launched alone)."""
+    for name in _RANK_VARIABLES:
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
+def fail(message: str) -> int:
+    """Print one error line (once per job) and return the usage exit code."""
+    if launcher_rank() == 0:
+        click.echo(f"hvdtrain: error: {message}", err=True)
+    return EXIT_USAGE
+
+
+def run_cli(command: click.Command, argv: Sequence[str] | None, prog_name: str) -> Any:
+    """Run a click command; bad input becomes one line and exit 2, never a traceback."""
+    try:
+        return command.main(list(argv) if argv is not None else None, prog_name=prog_name, standalone_mode=False)
+    except click.exceptions.Abort:
+        return fail("aborted")
+    except click.ClickException as exc:
+        return fail(exc.format_message())
+
+
+def recipe_command(recipe: Recipe, action: Callable[[TrainConfig], int]) -> click.Command:
+    """A click command for ``recipe`` whose options layer over the recipe's defaults and call ``action``."""
+
+    def callback(**values: Any) -> int:
+        try:
+            config = recipe.defaults.with_overrides(values).validate()
+        except ConfigError as exc:
+            return fail(str(exc))
+        return action(config)
+
+    return click.Command(
+        name=recipe.name,
+        help=recipe.description,
+        params=train_config_options(recipe.defaults),
+        callback=callback,
+        context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    )
+
+
+def run_recipe_command(recipe: Recipe, argv: Sequence[str] | None = None) -> int:
+    """``python -m hvdtrain.recipes.<name> [options]``: train, print the test result on rank 0, return exit code."""
+    from hvdtrain.data import DataError
+    from hvdtrain.recipe import train
+
+    def action(config: TrainConfig) -> int:
+        try:
+            result = train(recipe, config)
+        except (ConfigError, DataError) as exc:
+            return fail(str(exc))
+        if result.world.is_root:
+            for name, value in sorted(result.test_metrics.items()):
+                if name != "accuracy":
+                    print(f"test {name} {value:.4f}")
+            if "accuracy" in result.test_metrics:
+                print(f"test accuracy {result.test_metrics['accuracy']:.4f}")
+        sys.stdout.flush()
+        return 0
+
+    code = run_cli(recipe_command(recipe, action), argv, prog_name=f"python -m hvdtrain.recipes.{recipe.name}")
+    return code if isinstance(code, int) else 0

@@ -1,0 +1,169 @@
+"""The recipe base: a recipe names its model, data and defaults; ``train`` does the distributed rest.
+
+recipe = Recipe(name="digits", description="...", build_model=build_model, load_data=load_data,
+                defaults=TrainConfig(epochs=30, batch_size=32, lr=1e-3))
+recipe.main()   # python -m hvdtrain.recipes.digits [options], alone, under horovodrun or under mpirun
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from hvdtrain import callbacks as hvd_callbacks
+from hvdtrain.backends import horovod_keras as backend
+from hvdtrain.backends.horovod_keras import World
+from hvdtrain.config import TrainConfig
+from hvdtrain.data import DataError, DataSplits, shard, steps_per_epoch
+from hvdtrain.log import setup_logging
+from hvdtrain.lr import scale_lr
+
+
+def adam(lr: float) -> tf.keras.optimizers.Optimizer:
+    """The default optimizer."""
+    return tf.keras.optimizers.Adam(learning_rate=lr)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a recipe fills in; everything distributed is shared."""
+
+    name: str
+    description: str
+    build_model: Callable[[TrainConfig], tf.keras.Model]
+    load_data: Callable[[TrainConfig, World], DataSplits]
+    defaults: TrainConfig = field(default_factory=TrainConfig)
+    build_optimizer: Callable[[float], tf.keras.optimizers.Optimizer] = adam
+    loss: str = "sparse_categorical_crossentropy"
+    metrics: tuple[str, ...] = ("accuracy",)
+
+    def main(self, argv: Sequence[str] | None = None) -> None:
+        """Parse the command line, train, print the test result on rank 0; exit 2 on bad input."""
+        from hvdtrain.options import run_recipe_command
+
+        sys.exit(run_recipe_command(self, argv))
+
+
+@dataclass
+class TrainResult:
+    """What a finished run leaves behind (identical on every rank except ``world``)."""
+
+    model: tf.keras.Model
+    history: dict[str, list[float]]
+    test_metrics: dict[str, float]
+    world: World
+    scaled_lr: float
+    throughput: tuple[float, float] | None
+
+
+def fetch_on_rank0(world: World, path_exists: Callable[[], bool], fetch: Callable[[], None]) -> None:
+    """Run ``fetch`` on rank 0 while the others wait; every rank raises DataError if it failed."""
+    error = None
+    if world.is_root and not path_exists():
+        try:
+            fetch()
+        except Exception as exc:  # noqa: BLE001 - any failure becomes one line on every rank
+            error = str(exc) or type(exc).__name__
+    error = backend.broadcast_object(error, name="hvdtrain.fetch")
+    if error:
+        raise DataError(error)
+
+
+def _dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None) -> tf.data.Dataset:
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if seed is not None:  # training: shuffle and repeat so every rank can run the same number of steps
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).repeat()
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _training_callbacks(
+    config: TrainConfig, world: World, scaled_lr: float, steps: int, meter: hvd_callbacks.ThroughputMeter
+) -> list[tf.keras.callbacks.Callback]:
+    stack = backend.callbacks(config, scaled_lr, steps) + [meter]
+    if not world.is_root:
+        return stack
+    if config.checkpoint_dir is not None:
+        config.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        stack.append(
+            tf.keras.callbacks.ModelCheckpoint(
+                str(config.checkpoint_dir / "epoch-{epoch:03d}.h5"), save_weights_only=True
+            )
+        )
+    if config.log_dir is not None:
+        config.log_dir.mkdir(parents=True, exist_ok=True)
+        stack.append(tf.keras.callbacks.CSVLogger(str(config.log_dir / "metrics.csv")))
+        stack.append(hvd_callbacks.JsonLinesLogger(config.log_dir / "metrics.jsonl"))
+        if config.tensorboard:
+            stack.append(tf.keras.callbacks.TensorBoard(log_dir=str(config.log_dir / "tensorboard")))
+    return stack
+
+
+def _progress_verbosity(world: World) -> int:
+    """Keras ``verbose``: a live bar for one process on a terminal, one line per epoch under a launcher (whose
+    ranks may see a pseudo-terminal), nothing on ranks > 0."""
+    if not world.is_root:
+        return 0
+    return 1 if world.size == 1 and sys.stdout.isatty() else 2
+
+
+def evaluate(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int, world: World) -> dict[str, float]:
+    """Exact metrics over the whole test set: each rank evaluates its shard, sums are allreduced by sample count."""
+    x_shard, y_shard = shard(x, world.rank, world.size), shard(y, world.rank, world.size)
+    local = model.evaluate(_dataset(x_shard, y_shard, batch_size, None), verbose=0, return_dict=True)
+    names = sorted(local)
+    weighted = np.array([local[n] * len(x_shard) for n in names] + [len(x_shard)], dtype=np.float64)
+    total = backend.global_sum(weighted, name="hvdtrain.evaluate")
+    return {n: float(v / total[-1]) for n, v in zip(names, total[:-1], strict=True)}
+
+
+def train(recipe: Recipe, config: TrainConfig, comm: Any = None) -> TrainResult:
+    """Train ``recipe`` data-parallel on every rank of the job and evaluate it on the test set."""
+    config.validate()
+    world = backend.init(comm)
+    log = setup_logging(world.rank, config.log_all_ranks)
+    tf.keras.utils.set_random_seed(config.seed + world.rank)
+
+    data = recipe.load_data(config, world)
+    steps = steps_per_epoch(len(data.x_train), config.batch_size, world.size)
+    val_steps = steps_per_epoch(len(data.x_test), config.batch_size, world.size)
+    scaled_lr = scale_lr(config.lr, world.size, config.lr_scaling)
+    log.info(
+        "recipe %s: %d ranks, %d train / %d test samples", recipe.name, world.size, len(data.x_train), len(data.x_test)
+    )
+    log.info(
+        "global batch %d = %d per rank x %d ranks; %d steps per epoch",
+        config.batch_size * world.size,
+        config.batch_size,
+        world.size,
+        steps,
+    )
+    log.info("learning rate %g = base %g scaled %s for %d ranks", scaled_lr, config.lr, config.lr_scaling, world.size)
+
+    model = recipe.build_model(config)
+    optimizer = backend.distributed_optimizer(recipe.build_optimizer(scaled_lr), config)
+    model.compile(optimizer=optimizer, loss=recipe.loss, metrics=list(recipe.metrics))
+
+    x_train, y_train = shard(data.x_train, world.rank, world.size), shard(data.y_train, world.rank, world.size)
+    x_val, y_val = shard(data.x_test, world.rank, world.size), shard(data.y_test, world.rank, world.size)
+    meter = hvd_callbacks.ThroughputMeter(steps * config.batch_size * world.size)
+    history = model.fit(
+        _dataset(x_train, y_train, config.batch_size, config.seed + world.rank),
+        steps_per_epoch=steps,
+        epochs=config.epochs,
+        validation_data=_dataset(x_val, y_val, config.batch_size, config.seed + world.rank),
+        validation_steps=val_steps,
+        callbacks=_training_callbacks(config, world, scaled_lr, steps, meter),
+        verbose=_progress_verbosity(world),
+    )
+    summary = meter.summary()
+    if summary is not None:
+        log.info(
+            "throughput %.0f +- %.0f samples/s (global, epochs 2..%d)", summary[0], 1.96 * summary[1], config.epochs
+        )
+    test_metrics = evaluate(model, data.x_test, data.y_test, config.batch_size, world)
+    return TrainResult(model, history.history, test_metrics, world, scaled_lr, summary)
