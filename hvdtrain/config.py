@@ -62,8 +62,8 @@ class TrainConfig:
                 raise ConfigError(f"{flag} must be >= {meta['min']}, got {value}")
             if "min_open" in meta and value <= meta["min_open"]:
                 raise ConfigError(f"{flag} must be > {meta['min_open']}, got {value}")
-        if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
-            raise ConfigError(f"--warmup-epochs ({self.warmup_epochs:g}) must be shorter than --epochs ({self.epochs})")
+        if self.warmup_epochs > self.epochs:
+            raise ConfigError(f"--warmup-epochs ({self.warmup_epochs:g}) is longer than --epochs ({self.epochs})")
         if self.tensorboard and self.log_dir is None:
             raise ConfigError("--tensorboard needs --log-dir")
         return self

@@ -34,8 +34,8 @@ __all__ = [
 MAX_HOSTNAME_LENGTH = 253
 MAX_LABEL_LENGTH = 63
 
-_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")
-_ALLOWED_CHARS_RE = re.compile(r"[A-Za-z0-9.-]")
+_LABEL_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?")
+_ALLOWED_CHARS_RE = re.compile(r"[A-Za-z0-9_.-]")
 _COUNT_RE = re.compile(r"[0-9]+")
 _SLOTS_KEYS = ("slots",)
 _MAX_SLOTS_KEYS = ("max_slots", "max-slots")
@@ -83,11 +83,13 @@ def _location(filename: str, lineno: int | None) -> str:
 def validate_hostname(name: str) -> str:
     """Return ``name`` if it is a safe DNS host name or IPv4 address, else raise ValueError.
 
-    Accepted: RFC 1123 names (labels of letters, digits and inner hyphens, 1-63
-    characters, 253 in all) and dotted-quad IPv4 addresses.  Everything else is
-    rejected, in particular shell metacharacters, whitespace, a leading ``-``
-    (which ssh and mpirun would read as an option), underscores, non-ASCII
-    characters and all-numeric names that are not valid IPv4 addresses.
+    Accepted: RFC 1123 names (labels of letters, digits, underscores and inner
+    hyphens, 1-63 characters, 253 in all) and dotted-quad IPv4 addresses.  The
+    underscore is not RFC 1123 but Horovod accepts it and real clusters use it
+    (``gpu_01``); it is no shell metacharacter.  Everything else is rejected, in
+    particular shell metacharacters, whitespace, a leading ``-`` (which ssh and
+    mpirun would read as an option), non-ASCII characters and all-numeric names
+    that are not valid IPv4 addresses.
     """
     if not isinstance(name, str):
         raise TypeError(f"host name must be a string, got {type(name).__name__}")
@@ -99,7 +101,7 @@ def validate_hostname(name: str) -> str:
     if bad:
         shown = " ".join(repr(c) for c in bad)
         raise ValueError(
-            f"invalid host name {name!r}: contains {shown} (only letters, digits, '-' and '.' are allowed)"
+            f"invalid host name {name!r}: contains {shown} (only letters, digits, '_', '-' and '.' are allowed)"
         )
     if len(name) > MAX_HOSTNAME_LENGTH:
         raise ValueError(f"invalid host name {name[:20]!r}...: {len(name)} characters, more than {MAX_HOSTNAME_LENGTH}")

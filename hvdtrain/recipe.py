@@ -22,6 +22,7 @@ from hvdtrain.config import TrainConfig
 from hvdtrain.data import DataError, DataSplits, shard, steps_per_epoch
 from hvdtrain.log import setup_logging
 from hvdtrain.lr import scale_lr
+from hvdtrain.world_check import check_world_size
 
 
 def adam(lr: float) -> tf.keras.optimizers.Optimizer:
@@ -126,6 +127,7 @@ def train(recipe: Recipe, config: TrainConfig, comm: Any = None) -> TrainResult:
     config.validate()
     world = backend.init(comm)
     log = setup_logging(world.rank, config.log_all_ranks)
+    check_world_size(world.size)
     tf.keras.utils.set_random_seed(config.seed + world.rank)
 
     data = recipe.load_data(config, world)

@@ -52,7 +52,7 @@ recipe = Recipe(
     description="Dense network on scikit-learn's bundled handwritten digits (no download needed).",
     build_model=build_model,
     load_data=load_data,
-    defaults=TrainConfig(epochs=20, batch_size=32, lr=1e-3, warmup_epochs=2),
+    defaults=TrainConfig(epochs=20, batch_size=32, lr=1e-3, warmup_epochs=1),
 )
 
 if __name__ == "__main__":

@@ -1,0 +1,282 @@
+"""The launch half of ``hvdtrain run``: typed options (like ``TrainConfig``) and how they become a ``LaunchSpec``.
+
+Where the ranks go, in order: ``-H``/``--hostfile`` if given, else the scheduler allocation (Slurm, PBS, LSF) if
+this process runs inside one, else ``localhost``. A user's hostfile is parsed here (comments allowed) and passed
+on as ``-H``, because horovodrun's own hostfile parser cannot read comments.
+
+Pure Python: importing this module imports neither TensorFlow nor Horovod.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import socket
+import threading
+import time
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import click
+
+from hvdtrain.config import option_name
+from hvdtrain.hosts import Host, HostfileError, parse_hostfile, parse_hosts_arg, total_slots
+from hvdtrain.launch import LOG_LEVELS, HorovodKnobs, LaunchError, LaunchSpec
+from hvdtrain.schedulers import SchedulerError, detect_environment
+
+Launcher = Literal["horovodrun", "mpirun", "none"]
+Controller = Literal["gloo", "mpi"]
+LogLevel = Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "FATAL"]
+assert typing.get_args(LogLevel) == LOG_LEVELS
+
+EXPECTED_SIZE_VARIABLE = "HVDTRAIN_EXPECTED_SIZE"  # read by hvdtrain.world_check on every rank
+RESOLVE_TIMEOUT_S = 5.0
+
+
+def _opt(help_text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": help_text, **extra}
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """How to start the ranks; each field is a ``hvdtrain run`` option and a ``[launch]`` key of a preset."""
+
+    np: int | None = field(
+        default=None,
+        metadata=_opt(
+            "Number of ranks [default: the scheduler allocation's size, else all slots of -H/--hostfile, else 1].",
+            decls=("-np", "--np"),
+            metavar="N",
+            min=1,
+        ),
+    )
+    hosts: str | None = field(
+        default=None,
+        metadata=_opt(
+            "Hosts and their slots, e.g. node1:4,node2:4 [default: the scheduler allocation, else localhost].",
+            decls=("-H", "--hosts"),
+            metavar="HOST[:SLOTS],...",
+        ),
+    )
+    hostfile: Path | None = field(
+        default=None,
+        metadata=_opt("Hostfile of 'host slots=N' lines ('#' comments allowed); checked, then passed as -H.", metavar="FILE"),
+    )
+    launcher: Launcher = field(
+        default="horovodrun", metadata=_opt("Who starts the ranks; 'none' runs one rank in this process.")
+    )
+    controller: Controller | None = field(
+        default=None, metadata=_opt("Horovod controller (horovodrun only) [default: horovodrun's choice, MPI if built].")
+    )
+    fusion_threshold_mb: float | None = field(
+        default=None, metadata=_opt("Tensor fusion buffer in MB; 0 disables fusion [Horovod: 64].", metavar="MB", min=0)
+    )
+    cycle_time_ms: float | None = field(
+        default=None, metadata=_opt("Milliseconds between Horovod's fusion cycles.", metavar="MS", min=0)
+    )
+    cache_capacity: int | None = field(
+        default=None, metadata=_opt("Response cache entries; 0 disables the cache [Horovod: 1024].", metavar="N", min=0)
+    )
+    hierarchical_allreduce: bool = field(
+        default=False, metadata=_opt("Allreduce within each host first, then across hosts.")
+    )
+    timeline: str | None = field(
+        default=None, metadata=_opt("Write a Horovod timeline (chrome://tracing) to FILE.", metavar="FILE")
+    )
+    timeline_mark_cycles: bool = field(default=False, metadata=_opt("Mark fusion cycles in the timeline."))
+    autotune: bool = field(default=False, metadata=_opt("Let Horovod tune fusion and cycle time while training."))
+    autotune_log: str | None = field(
+        default=None, metadata=_opt("Log the autotuner's trials to FILE (needs --autotune).", metavar="FILE")
+    )
+    network_interface: str | None = field(
+        default=None, metadata=_opt("Network interface(s) for Horovod and NCCL, e.g. eth0 or ib0,eth0.", metavar="IF")
+    )
+    stall_timeout: int | None = field(
+        default=None,
+        metadata=_opt("Shut down after ranks stall this long (warns at half, at most 60 s).", metavar="SECONDS", min=1),
+    )
+    horovod_log_level: LogLevel | None = field(
+        default=None, metadata=_opt("Horovod's own log level.", case_insensitive=True)
+    )
+    check_hosts: bool = field(
+        default=True, metadata=_opt("Resolve every remote host name before launching (not done by --dry-run).")
+    )
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> LaunchConfig:
+        """A copy with the given non-None values replaced."""
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _click_type(annotation: Any, meta: Mapping[str, Any]) -> Any:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is Literal:
+        return click.Choice(list(typing.get_args(annotation)), case_sensitive=not meta.get("case_insensitive"))
+    if args:  # Optional[X]
+        return _click_type(args[0], meta)
+    if annotation is int:
+        return click.IntRange(min=meta.get("min"))
+    if annotation is float:
+        return click.FloatRange(min=meta.get("min"))
+    if annotation is Path:
+        return click.Path(dir_okay=False, path_type=Path)
+    return click.STRING
+
+
+def launch_options() -> list[click.Option]:
+    """One click option per LaunchConfig field (``--gloo``/``--mpi`` for the controller); all default to None."""
+    hints = typing.get_type_hints(LaunchConfig)
+    options: list[click.Option] = []
+    for f in dataclasses.fields(LaunchConfig):
+        meta = f.metadata
+        if f.name == "controller":
+            options.append(click.Option(["--gloo"], is_flag=True, default=None, help="Use the Gloo controller."))
+            options.append(click.Option(["--mpi"], is_flag=True, default=None, help="Use the MPI controller."))
+            continue
+        if hints[f.name] is bool:
+            flag = option_name(f.name)
+            shown = "on" if f.default else "off"
+            decl = f"{flag}/--no-{flag[2:]}"
+            options.append(click.Option([decl, f.name], default=None, help=f"{meta['help']} [default: {shown}]"))
+            continue
+        decls = list(meta.get("decls", (option_name(f.name),)))
+        help_text = meta["help"] if f.default is None else f"{meta['help']} [default: {f.default}]"
+        options.append(
+            click.Option(
+                [*decls, f.name],
+                type=_click_type(hints[f.name], meta),
+                default=None,
+                metavar=meta.get("metavar"),
+                help=help_text,
+            )
+        )
+    return options
+
+
+def controller_from_flags(gloo: bool | None, mpi: bool | None) -> Controller | None:
+    """``--gloo``/``--mpi`` to a controller name (None if neither)."""
+    if gloo and mpi:
+        raise LaunchError("--gloo and --mpi exclude each other")
+    return "gloo" if gloo else "mpi" if mpi else None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the ranks run: ``hosts`` (empty = localhost), how many, and where that came from."""
+
+    hosts: tuple[Host, ...]
+    np: int
+    source: str
+
+
+def place(config: LaunchConfig, env: Mapping[str, str] | None = None) -> Placement:
+    """Hosts and rank count from -H, --hostfile or the scheduler allocation; raise LaunchError with one line."""
+    env = os.environ if env is None else env
+    if config.hosts is not None and config.hostfile is not None:
+        raise LaunchError("give -H/--hosts or --hostfile, not both")
+    world: int | None = None
+    if config.hosts is not None:
+        try:
+            hosts = parse_hosts_arg(config.hosts)
+        except ValueError as exc:
+            raise LaunchError(f"-H: {exc}") from None
+        source = "-H"
+    elif config.hostfile is not None:
+        hosts = _read_hostfile(config.hostfile)
+        source = f"hostfile {config.hostfile}"
+    elif config.launcher != "none" and (cluster := detect_environment(env)) is not None:
+        try:
+            hosts, world = cluster.hosts(), cluster.world_size()
+        except SchedulerError as exc:
+            raise LaunchError(f"{cluster.name} allocation: {exc}") from None
+        source = f"{cluster.name} allocation"
+    else:
+        hosts, source = [], "localhost"
+    if config.np is not None:
+        np = config.np
+    else:
+        np = world if world is not None else (total_slots(hosts) if hosts else 1)
+    return Placement(tuple(hosts), np, source)
+
+
+def _read_hostfile(path: Path) -> list[Host]:
+    try:
+        return parse_hostfile(path)
+    except HostfileError as exc:
+        more = len(exc.problems) - 1
+        hint = f" (and {more} more problem(s); see: hvdtrain hostfile check {path})" if more else ""
+        raise LaunchError(f"{exc}{hint}") from None
+    except OSError as exc:
+        raise LaunchError(f"cannot read hostfile {path}: {exc.strerror or exc}") from None
+
+
+def to_spec(
+    config: LaunchConfig,
+    placement: Placement,
+    program: Sequence[str],
+    *,
+    allow_run_as_root: bool,
+) -> LaunchSpec:
+    """The LaunchSpec for ``program``; every rank gets ``HVDTRAIN_EXPECTED_SIZE=<np>`` to check its world size."""
+    knobs = HorovodKnobs(
+        fusion_threshold_mb=config.fusion_threshold_mb,
+        cycle_time_ms=config.cycle_time_ms,
+        cache_capacity=config.cache_capacity,
+        hierarchical_allreduce=config.hierarchical_allreduce,
+        timeline=config.timeline,
+        timeline_mark_cycles=config.timeline_mark_cycles,
+        autotune=config.autotune,
+        autotune_log=config.autotune_log,
+        stall_timeout_s=config.stall_timeout,
+        network_interface=config.network_interface,
+        log_level=config.horovod_log_level,
+    )
+    return LaunchSpec(
+        program=list(program),
+        np=placement.np,
+        hosts=placement.hosts,
+        launcher=config.launcher,
+        controller=config.controller,
+        knobs=knobs,
+        allow_run_as_root=allow_run_as_root,
+        extra_env={EXPECTED_SIZE_VARIABLE: str(placement.np)},
+    )
+
+
+def _is_local_or_address(name: str) -> bool:
+    if name.lower() == "localhost" or name.lower().endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        pass
+    here = socket.gethostname().lower()
+    return name.lower() in (here, here.split(".")[0])
+
+
+def unresolvable_hosts(hosts: Sequence[Host], timeout_s: float = RESOLVE_TIMEOUT_S) -> list[tuple[str, str]]:
+    """(name, reason) for each remote host whose name does not resolve (``getaddrinfo``), all looked up at once.
+
+    Only name resolution is checked: not ssh access, not that the host is up, not that it has hvdtrain installed.
+    A lookup still running after ``timeout_s`` counts as resolvable, so a slow DNS never blocks a launch.
+    """
+    remote = [h.name for h in hosts if not _is_local_or_address(h.name)]
+    failed: dict[str, str] = {}
+
+    def probe(name: str) -> None:
+        try:
+            socket.getaddrinfo(name, None)
+        except (OSError, UnicodeError) as exc:
+            failed[name] = getattr(exc, "strerror", None) or str(exc)
+
+    threads = [threading.Thread(target=probe, args=(name,), daemon=True) for name in remote]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout_s
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return [(name, failed[name]) for name in remote if name in failed]

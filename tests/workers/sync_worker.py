@@ -1,0 +1,61 @@
+"""Train the digits recipe on every rank and save what each rank ended with, for the multi-process tests.
+
+    mpirun -np 2 python tests/workers/sync_worker.py OUT_DIR [digits recipe options]
+
+Writes OUT_DIR/rank-<rank>.npz: initial weights (before Horovod's broadcast), final weights, the learning rate the
+optimizer holds at the end, the scaled LR the run computed, the world size and the test accuracy.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from hvdtrain.config import TrainConfig
+from hvdtrain.options import recipe_command, run_cli
+from hvdtrain.recipe import Recipe, train
+from hvdtrain.recipes import digits
+
+
+def flat(weights: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate([w.ravel() for w in weights])
+
+
+def main() -> int:
+    out_dir = Path(sys.argv[1])
+    initial: list[np.ndarray] = []
+
+    def build_model(config: TrainConfig) -> tf.keras.Model:
+        model = digits.build_model(config)
+        initial.append(flat(model.get_weights()))
+        return model
+
+    recipe = Recipe(
+        name="digits",
+        description="",
+        build_model=build_model,
+        load_data=digits.load_data,
+        defaults=digits.recipe.defaults,
+    )
+
+    def action(config: TrainConfig) -> int:
+        result = train(recipe, config)
+        np.savez(
+            out_dir / f"rank-{result.world.rank}.npz",
+            initial=initial[0],
+            final=flat(result.model.get_weights()),
+            lr=float(tf.keras.backend.get_value(result.model.optimizer.learning_rate)),
+            scaled_lr=result.scaled_lr,
+            size=result.world.size,
+            accuracy=result.test_metrics["accuracy"],
+        )
+        return 0
+
+    return run_cli(recipe_command(recipe, action), sys.argv[2:], prog_name="sync_worker")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
