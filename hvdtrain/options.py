@@ -54,6 +54,26 @@ def train_config_options(defaults: TrainConfig) -> list[click.Option]:
     return options
 
 
+def config_to_args(config: TrainConfig, defaults: TrainConfig) -> list[str]:
+    """The options that turn ``defaults`` into ``config``: ``--flag value`` (or ``--flag``/``--no-flag``) per change.
+
+    The inverse of :func:`train_config_options`: parsing the result over ``defaults`` gives back ``config``.
+    """
+    args: list[str] = []
+    for f in dataclasses.fields(TrainConfig):
+        value, default = getattr(config, f.name), getattr(defaults, f.name)
+        if value == default:
+            continue
+        flag = option_name(f.name)
+        if isinstance(value, bool):
+            args.append(flag if value else f"--no-{flag[2:]}")
+        elif value is None:
+            raise ConfigError(f"{flag} cannot be unset from the command line (the recipe sets {default!r})")
+        else:
+            args += [flag, repr(value) if isinstance(value, float) else str(value)]
+    return args
+
+
 def launcher_rank() -> int:
     """This process's rank as the launcher set it, before Horovod starts (0 when launched alone)."""
     for name in _RANK_VARIABLES:
@@ -65,7 +85,8 @@ def launcher_rank() -> int:
 def fail(message: str) -> int:
     """Print one error line (once per job) and return the usage exit code."""
     if launcher_rank() == 0:
-        click.echo(f"hvdtrain: error: {message}", err=True)
+        one_line = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+        click.echo(f"hvdtrain: error: {one_line}", err=True)
     return EXIT_USAGE
 
 

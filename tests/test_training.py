@@ -14,10 +14,12 @@ pytestmark = pytest.mark.multiproc
 BASE_LR = 0.002
 
 
-def sync_run(tmp_path: Path, launcher: str, *options: str) -> list[dict[str, np.ndarray]]:
+def sync_run(
+    tmp_path: Path, launcher: str, *options: str, env: dict[str, str] | None = None
+) -> list[dict[str, np.ndarray]]:
     """Train digits on 2 ranks through the sync worker; return each rank's saved state."""
     program = [PYTHON, str(WORKERS / "sync_worker.py"), str(tmp_path), "--epochs", "2", "--lr", str(BASE_LR), *options]
-    done = launch(launcher, 2, program)
+    done = launch(launcher, 2, program, env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     ranks = [dict(np.load(tmp_path / f"rank-{r}.npz")) for r in range(2)]
     assert [int(r["size"]) for r in ranks] == [2, 2]
@@ -45,8 +47,9 @@ def test_ranks_start_apart_and_end_identical(tmp_path: Path, launcher: str, opti
         assert float(rank["accuracy"]) > 0.8
 
 
-def test_sqrt_scaling_and_warmup_reach_each_rank(tmp_path: Path) -> None:
-    rank0, rank1 = sync_run(tmp_path, "mpirun", "--lr-scaling", "sqrt", "--warmup-epochs", "1")
+def test_sqrt_scaling_and_warmup_reach_each_rank_on_an_mpi4py_communicator(tmp_path: Path) -> None:
+    options = ["--lr-scaling", "sqrt", "--warmup-epochs", "1"]
+    rank0, rank1 = sync_run(tmp_path, "mpirun", *options, env={"SYNC_WORKER_MPI4PY": "1"})
     for rank in (rank0, rank1):
         assert float(rank["lr"]) == pytest.approx(BASE_LR * np.sqrt(2), rel=1e-6)
     np.testing.assert_array_equal(rank0["final"], rank1["final"])

@@ -8,6 +8,7 @@ optimizer holds at the end, the scaled LR the run computed, the world size and t
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -42,7 +43,12 @@ def main() -> int:
     )
 
     def action(config: TrainConfig) -> int:
-        result = train(recipe, config)
+        comm = None
+        if os.environ.get("SYNC_WORKER_MPI4PY") == "1":  # hand Horovod an mpi4py communicator
+            from mpi4py import MPI
+
+            comm = MPI.COMM_WORLD
+        result = train(recipe, config, comm=comm)
         np.savez(
             out_dir / f"rank-{result.world.rank}.npz",
             initial=initial[0],
