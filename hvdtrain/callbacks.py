@@ -11,6 +11,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from hvdtrain import checkpoint
 from hvdtrain.log import get_logger
 
 
@@ -50,13 +51,15 @@ class ThroughputMeter(tf.keras.callbacks.Callback):
 class JsonLinesLogger(tf.keras.callbacks.Callback):
     """One JSON object per epoch (``{"epoch": 1, "loss": ..., ...}``) appended to ``path``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, append: bool = False) -> None:
         super().__init__()
         self.path = path
+        self.append = append
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text("")
+        if not self.append:
+            self.path.write_text("")
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         row = {"epoch": epoch + 1, **{k: _plain(v) for k, v in (logs or {}).items()}}
@@ -67,3 +70,29 @@ class JsonLinesLogger(tf.keras.callbacks.Callback):
 def _plain(value: Any) -> Any:
     number = float(value)
     return number if math.isfinite(number) else None
+
+
+class EpochCheckpoint(tf.keras.callbacks.Callback):
+    """Rank 0's atomic checkpoint every ``every`` epochs (and after the last), keeping the newest ``keep``."""
+
+    def __init__(
+        self, directory: Path, recipe: str, config: dict[str, Any], world_size: int, every: int, keep: int
+    ) -> None:
+        super().__init__()
+        self.directory, self.recipe, self.config = directory, recipe, config
+        self.world_size, self.every, self.keep = world_size, every, keep
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        done = epoch + 1
+        if done % self.every and done != self.params.get("epochs"):
+            return
+        state = checkpoint.Checkpoint(
+            epoch=done,
+            recipe=self.recipe,
+            world_size=self.world_size,
+            config=self.config,
+            weights=self.model.get_weights(),
+            optimizer=[v.numpy() for v in self.model.optimizer.variables],
+        )
+        path = checkpoint.save(self.directory, state, self.keep)
+        get_logger().info("epoch %d: checkpoint %s", done, path)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 LrScaling = Literal["linear", "sqrt", "none"]
 ReduceOp = Literal["average", "sum", "adasum"]
 LrSchedule = Literal["constant", "cosine"]
+ResumeMode = Literal["auto", "require", "never"]
 
 
 class ConfigError(ValueError):
@@ -47,7 +48,15 @@ class TrainConfig:
     data_dir: Path | None = field(
         default=None, metadata=_opt("Where the recipe's data lives (recipe default if unset).")
     )
-    checkpoint_dir: Path | None = field(default=None, metadata=_opt("Write a checkpoint each epoch here (rank 0)."))
+    checkpoint_dir: Path | None = field(
+        default=None, metadata=_opt("Write checkpoints here (rank 0) and resume from the newest one.")
+    )
+    checkpoint_every: int = field(default=1, metadata=_opt("Epochs between checkpoints.", min=1))
+    keep_checkpoints: int = field(default=3, metadata=_opt("How many of the newest checkpoints to keep.", min=1))
+    resume: ResumeMode = field(
+        default="auto",
+        metadata=_opt("Resume from --checkpoint-dir: auto (when it has a checkpoint), require, or never."),
+    )
     log_dir: Path | None = field(default=None, metadata=_opt("Write metrics.jsonl and metrics.csv here (rank 0)."))
     tensorboard: bool = field(default=False, metadata=_opt("Also write TensorBoard logs under --log-dir."))
     seed: int = field(default=42, metadata=_opt("Random seed (each rank uses seed + rank).", min=0))
@@ -64,6 +73,8 @@ class TrainConfig:
                 raise ConfigError(f"{flag} must be > {meta['min_open']}, got {value}")
         if self.warmup_epochs > self.epochs:
             raise ConfigError(f"--warmup-epochs ({self.warmup_epochs:g}) is longer than --epochs ({self.epochs})")
+        if self.resume == "require" and self.checkpoint_dir is None:
+            raise ConfigError("--resume require needs --checkpoint-dir")
         if self.tensorboard and self.log_dir is None:
             raise ConfigError("--tensorboard needs --log-dir")
         return self

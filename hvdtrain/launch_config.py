@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +25,7 @@ import click
 
 from hvdtrain.config import option_name
 from hvdtrain.hosts import Host, HostfileError, parse_hostfile, parse_hosts_arg, total_slots
-from hvdtrain.launch import LOG_LEVELS, HorovodKnobs, LaunchError, LaunchSpec
+from hvdtrain.launch import LOG_LEVELS, HorovodKnobs, LaunchError, LaunchSpec, validate_interface
 from hvdtrain.schedulers import SchedulerError, detect_environment
 
 Launcher = Literal["horovodrun", "mpirun", "none"]
@@ -39,6 +39,22 @@ RESOLVE_TIMEOUT_S = 5.0
 
 def _opt(help_text: str, **extra: Any) -> dict[str, Any]:
     return {"help": help_text, **extra}
+
+
+def _check_hosts(value: str) -> None:
+    parse_hosts_arg(value)
+
+
+def _check_interfaces(value: str) -> None:
+    for name in value.split(","):
+        validate_interface(name)
+
+
+def _check_path(value: str) -> None:
+    if not value or "\0" in value or "\n" in value:
+        raise ValueError("must be a non-empty path on one line")
+    if value.startswith("-"):
+        raise ValueError(f"must not start with '-' (use ./{value})")
 
 
 @dataclass(frozen=True)
@@ -60,17 +76,18 @@ class LaunchConfig:
             "Hosts and their slots, e.g. node1:4,node2:4 [default: the scheduler allocation, else localhost].",
             decls=("-H", "--hosts"),
             metavar="HOST[:SLOTS],...",
+            check=_check_hosts,
         ),
     )
     hostfile: Path | None = field(
         default=None,
-        metadata=_opt("Hostfile of 'host slots=N' lines ('#' comments allowed); checked, then passed as -H.", metavar="FILE"),
+        metadata=_opt("Hostfile of 'host slots=N' lines ('#' comments allowed); passed on as -H.", metavar="FILE"),
     )
     launcher: Launcher = field(
         default="horovodrun", metadata=_opt("Who starts the ranks; 'none' runs one rank in this process.")
     )
     controller: Controller | None = field(
-        default=None, metadata=_opt("Horovod controller (horovodrun only) [default: horovodrun's choice, MPI if built].")
+        default=None, metadata=_opt("Horovod controller (horovodrun only) [default: MPI if Horovod has it].")
     )
     fusion_threshold_mb: float | None = field(
         default=None, metadata=_opt("Tensor fusion buffer in MB; 0 disables fusion [Horovod: 64].", metavar="MB", min=0)
@@ -85,15 +102,20 @@ class LaunchConfig:
         default=False, metadata=_opt("Allreduce within each host first, then across hosts.")
     )
     timeline: str | None = field(
-        default=None, metadata=_opt("Write a Horovod timeline (chrome://tracing) to FILE.", metavar="FILE")
+        default=None,
+        metadata=_opt("Write a Horovod timeline (chrome://tracing) to FILE.", metavar="FILE", check=_check_path),
     )
     timeline_mark_cycles: bool = field(default=False, metadata=_opt("Mark fusion cycles in the timeline."))
     autotune: bool = field(default=False, metadata=_opt("Let Horovod tune fusion and cycle time while training."))
     autotune_log: str | None = field(
-        default=None, metadata=_opt("Log the autotuner's trials to FILE (needs --autotune).", metavar="FILE")
+        default=None,
+        metadata=_opt("Log the autotuner's trials to FILE (needs --autotune).", metavar="FILE", check=_check_path),
     )
     network_interface: str | None = field(
-        default=None, metadata=_opt("Network interface(s) for Horovod and NCCL, e.g. eth0 or ib0,eth0.", metavar="IF")
+        default=None,
+        metadata=_opt(
+            "Network interface(s) for Horovod and NCCL, e.g. eth0 or ib0,eth0.", metavar="IF", check=_check_interfaces
+        ),
     )
     stall_timeout: int | None = field(
         default=None,
@@ -109,6 +131,20 @@ class LaunchConfig:
     def with_overrides(self, overrides: Mapping[str, Any]) -> LaunchConfig:
         """A copy with the given non-None values replaced."""
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def validate(self) -> LaunchConfig:
+        """Check options that depend on each other (in command-line terms); raise LaunchError with one line."""
+        if self.hosts is not None and self.hostfile is not None:
+            raise LaunchError("give -H/--hosts or --hostfile, not both")
+        if self.autotune_log is not None and not self.autotune:
+            raise LaunchError("--autotune-log needs --autotune")
+        if self.timeline_mark_cycles and self.timeline is None:
+            raise LaunchError("--timeline-mark-cycles needs --timeline FILE")
+        if self.controller == "gloo" and self.launcher == "mpirun":
+            raise LaunchError("--gloo needs --launcher horovodrun; mpirun always uses the MPI controller")
+        if self.controller is not None and self.launcher == "none":
+            raise LaunchError(f"--{self.controller} needs a launcher; --launcher none runs one plain process")
+        return self
 
 
 def _click_type(annotation: Any, meta: Mapping[str, Any]) -> Any:
@@ -143,6 +179,7 @@ def launch_options() -> list[click.Option]:
             options.append(click.Option([decl, f.name], default=None, help=f"{meta['help']} [default: {shown}]"))
             continue
         decls = list(meta.get("decls", (option_name(f.name),)))
+        check = meta.get("check")
         help_text = meta["help"] if f.default is None else f"{meta['help']} [default: {f.default}]"
         options.append(
             click.Option(
@@ -151,9 +188,24 @@ def launch_options() -> list[click.Option]:
                 default=None,
                 metavar=meta.get("metavar"),
                 help=help_text,
+                callback=_click_callback(check) if check else None,
             )
         )
     return options
+
+
+def _click_callback(check: Callable[[str], None]) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback that runs ``check`` on a given value and turns its ValueError into a usage error."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is not None:
+            try:
+                check(value)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+        return value
+
+    return callback
 
 
 def controller_from_flags(gloo: bool | None, mpi: bool | None) -> Controller | None:
@@ -175,8 +227,7 @@ class Placement:
 def place(config: LaunchConfig, env: Mapping[str, str] | None = None) -> Placement:
     """Hosts and rank count from -H, --hostfile or the scheduler allocation; raise LaunchError with one line."""
     env = os.environ if env is None else env
-    if config.hosts is not None and config.hostfile is not None:
-        raise LaunchError("give -H/--hosts or --hostfile, not both")
+    config.validate()
     world: int | None = None
     if config.hosts is not None:
         try:

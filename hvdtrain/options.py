@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from hvdtrain.recipe import Recipe
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 _RANK_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID")
 
 
@@ -91,10 +92,12 @@ def fail(message: str) -> int:
 
 
 def run_cli(command: click.Command, argv: Sequence[str] | None, prog_name: str) -> Any:
-    """Run a click command; bad input becomes one line and exit 2, never a traceback."""
+    """Run a click command; bad input becomes one line and exit 2, never a traceback; Ctrl-C is exit 130."""
     try:
         return command.main(list(argv) if argv is not None else None, prog_name=prog_name, standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            return EXIT_INTERRUPTED  # Ctrl-C: the shell convention, 128 + SIGINT
         return fail("aborted")
     except click.ClickException as exc:
         return fail(exc.format_message())

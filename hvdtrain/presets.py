@@ -3,7 +3,7 @@
     recipe = "digits"          # optional; when given it must match the recipe on the command line
     [train]                    # TrainConfig fields, snake_case or kebab-case: epochs, batch_size, lr, ...
     epochs = 2
-    [launch]                   # LaunchConfig fields: np, hosts, hostfile, launcher, controller, fusion_threshold_mb, ...
+    [launch]                   # LaunchConfig fields: np, hosts, hostfile, launcher, controller, ...
     np = 2
 
 Values are type-checked as TOML values (``epochs = "ten"`` is an error, ``lr = 1`` is the float 1.0). Paths are
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
 from hvdtrain.config import ConfigError, TrainConfig
+from hvdtrain.launch import LaunchError
 from hvdtrain.launch_config import LaunchConfig
 
 T = TypeVar("T", TrainConfig, LaunchConfig)
@@ -89,7 +90,8 @@ def _describe(annotation: Any) -> str:
 def _typed(annotation: Any, value: Any, meta: Mapping[str, Any]) -> Any:
     """``value`` checked against (and converted to) ``annotation``; raise ValueError with the reason."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    expected = f"expected {_describe(annotation)}, got {toml_value(value) if _is_scalar(value) else type(value).__name__}"
+    shown = toml_value(value) if _is_scalar(value) else f"a {type(value).__name__}"
+    expected = f"expected {_describe(annotation)}, got {shown}"
     if typing.get_origin(annotation) is Literal:
         choices = typing.get_args(annotation)
         if isinstance(value, str) and meta.get("case_insensitive"):
@@ -150,6 +152,8 @@ def _table(where: str, table: str, raw: Any) -> dict[str, Any]:
         try:
             typed = _typed(hints[name], value, fields[name].metadata)
             _check_range(fields[name].metadata, typed)
+            if "check" in fields[name].metadata:
+                fields[name].metadata["check"](typed)
         except ValueError as exc:
             raise PresetError(f"{where}: [{table}] {key}: {exc}") from None
         result[name] = typed
@@ -170,12 +174,13 @@ def load_preset(path: str | Path) -> Preset:
         raise PresetError(f"{path}: invalid TOML: not UTF-8") from None
     for key in raw:
         if key not in TOP_LEVEL_KEYS:
-            raise PresetError(f"{path}: unknown key {key!r} (expected recipe = \"...\", [train] and [launch])")
+            raise PresetError(f'{path}: unknown key {key!r} (expected recipe = "...", [train] and [launch])')
     recipe = raw.get("recipe")
     if recipe is not None and not isinstance(recipe, str):
         raise PresetError(f"{path}: recipe: expected a string, got {toml_value(recipe)}")
     where = str(path)
-    return Preset(path, recipe, _table(where, "train", raw.get("train", {})), _table(where, "launch", raw.get("launch", {})))
+    train, launch = _table(where, "train", raw.get("train", {})), _table(where, "launch", raw.get("launch", {}))
+    return Preset(path, recipe, train, launch)
 
 
 def check_recipe(preset: Preset, name: str) -> None:
@@ -203,7 +208,7 @@ def merge_train(defaults: TrainConfig, preset: Preset | None, cli: Mapping[str, 
     try:
         merged.value.validate()
     except ConfigError as exc:
-        raise ConfigError(_explain(str(exc), merged.sources)) from None
+        raise ConfigError(_explain(str(exc), merged.sources, preset)) from None
     return merged
 
 
@@ -214,20 +219,25 @@ def merge_launch(preset: Preset | None, cli: Mapping[str, Any]) -> Layered[Launc
         for key in HOST_KEYS:
             from_preset.pop(key, None)
     layers = ([(preset.label, from_preset)] if preset else []) + [(COMMAND_LINE, cli)]
-    return layer(LaunchConfig(), layers, "default")
+    merged = layer(LaunchConfig(), layers, "default")
+    try:
+        merged.value.validate()
+    except LaunchError as exc:
+        raise LaunchError(_explain(str(exc), merged.sources, preset)) from None
+    return merged
 
 
-def _explain(message: str, sources: Mapping[str, str]) -> str:
-    """Append where the values named in a validation message came from, when a preset set them."""
-    names = [flag[2:].replace("-", "_") for flag in re.findall(r"--[a-z0-9-]+", message)]
-    origins = [f"{name} from {sources[name]}" for name in dict.fromkeys(names) if name in sources]
-    if any(sources[n] not in (COMMAND_LINE, "recipe default") for n in names if n in sources):
-        return f"{message} ({'; '.join(origins)})"
-    return message
+def _explain(message: str, sources: Mapping[str, str], preset: Preset | None) -> str:
+    """Append where the values named in a validation message (``--flag``) came from, when the preset set one."""
+    names = [n for n in dict.fromkeys(f[2:].replace("-", "_") for f in re.findall(r"--[a-z0-9-]+", message))]
+    names = [n for n in names if n in sources]
+    if preset is None or all(sources[n] != preset.label for n in names):
+        return message
+    return f"{message} ({'; '.join(f'{n} from {sources[n]}' for n in names)})"
 
 
 def dump(recipe: str, sections: Sequence[tuple[str, Layered[Any]]], header: str) -> str:
-    """A merged configuration as preset-compatible TOML, each value commented with its source; unset keys commented out."""
+    """A merged configuration as preset-compatible TOML: values marked with their source, unset keys commented out."""
     rows: list[tuple[str, str]] = [(f"recipe = {toml_value(recipe)}", "")]
     for table, merged in sections:
         rows.append(("", ""))

@@ -16,9 +16,10 @@ import numpy as np
 import tensorflow as tf
 
 from hvdtrain import callbacks as hvd_callbacks
+from hvdtrain import checkpoint
 from hvdtrain.backends import horovod_keras as backend
 from hvdtrain.backends.horovod_keras import World
-from hvdtrain.config import TrainConfig
+from hvdtrain.config import ConfigError, TrainConfig
 from hvdtrain.data import DataError, DataSplits, shard, steps_per_epoch
 from hvdtrain.log import setup_logging
 from hvdtrain.lr import scale_lr
@@ -75,33 +76,110 @@ def fetch_on_rank0(world: World, path_exists: Callable[[], bool], fetch: Callabl
         raise DataError(error)
 
 
-def _dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None) -> tf.data.Dataset:
+def epoch_order(n: int, samples: int, seed: int, rank: int, epoch: int) -> np.ndarray:
+    """Indices of one rank's shard for one epoch: a permutation fixed by (seed, rank, epoch), repeated to ``samples``.
+
+    Fixing the order per epoch makes a resumed run see exactly the batches the uninterrupted run would have seen.
+    """
+    return np.resize(np.random.default_rng([seed, rank, epoch]).permutation(n), samples)
+
+
+def _train_dataset(
+    x: np.ndarray, y: np.ndarray, config: TrainConfig, steps: int, rank: int, first_epoch: int
+) -> tf.data.Dataset:
+    samples = steps * config.batch_size
+    order = np.concatenate(
+        [epoch_order(len(x), samples, config.seed, rank, e) for e in range(first_epoch, config.epochs)] or [[]]
+    ).astype(np.int64)
+    x_all, y_all = tf.constant(x), tf.constant(y)
+    return (
+        tf.data.Dataset.from_tensor_slices(order)
+        .batch(config.batch_size)
+        .map(lambda i: (tf.gather(x_all, i), tf.gather(y_all, i)), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def _eval_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, repeat: bool) -> tf.data.Dataset:
     ds = tf.data.Dataset.from_tensor_slices((x, y))
-    if seed is not None:  # training: shuffle and repeat so every rank can run the same number of steps
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).repeat()
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return (ds.repeat() if repeat else ds).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def _training_callbacks(
-    config: TrainConfig, world: World, scaled_lr: float, steps: int, meter: hvd_callbacks.ThroughputMeter
+    recipe: Recipe,
+    config: TrainConfig,
+    world: World,
+    scaled_lr: float,
+    steps: int,
+    meter: hvd_callbacks.ThroughputMeter,
+    resumed: bool,
 ) -> list[tf.keras.callbacks.Callback]:
     stack = backend.callbacks(config, scaled_lr, steps) + [meter]
     if not world.is_root:
         return stack
     if config.checkpoint_dir is not None:
-        config.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         stack.append(
-            tf.keras.callbacks.ModelCheckpoint(
-                str(config.checkpoint_dir / "epoch-{epoch:03d}.h5"), save_weights_only=True
+            hvd_callbacks.EpochCheckpoint(
+                config.checkpoint_dir,
+                recipe.name,
+                config.to_dict(),
+                world.size,
+                every=config.checkpoint_every,
+                keep=config.keep_checkpoints,
             )
         )
     if config.log_dir is not None:
         config.log_dir.mkdir(parents=True, exist_ok=True)
-        stack.append(tf.keras.callbacks.CSVLogger(str(config.log_dir / "metrics.csv")))
-        stack.append(hvd_callbacks.JsonLinesLogger(config.log_dir / "metrics.jsonl"))
+        stack.append(tf.keras.callbacks.CSVLogger(str(config.log_dir / "metrics.csv"), append=resumed))
+        stack.append(hvd_callbacks.JsonLinesLogger(config.log_dir / "metrics.jsonl", append=resumed))
         if config.tensorboard:
             stack.append(tf.keras.callbacks.TensorBoard(log_dir=str(config.log_dir / "tensorboard")))
     return stack
+
+
+def find_resume_point(recipe: Recipe, config: TrainConfig, world: World) -> checkpoint.Checkpoint | None:
+    """Rank 0 looks for the newest usable checkpoint and sends it to every rank; any problem is raised everywhere."""
+    found: checkpoint.Checkpoint | None = None
+    error = None
+    if world.is_root and config.checkpoint_dir is not None:
+        try:
+            checkpoint.check_writable(config.checkpoint_dir)
+            existing = checkpoint.list_checkpoints(config.checkpoint_dir)
+            if config.resume == "never" and existing:
+                raise ConfigError(
+                    f"{config.checkpoint_dir} already holds checkpoints and --resume is never; "
+                    "choose another --checkpoint-dir (nothing was overwritten)"
+                )
+            if config.resume != "never":
+                found = checkpoint.load_latest(config.checkpoint_dir)
+            if config.resume == "require" and found is None:
+                raise ConfigError(f"no readable checkpoint in {config.checkpoint_dir} to resume from")
+            if found is not None and found.recipe != recipe.name:
+                raise ConfigError(
+                    f"{found.path} was written by recipe {found.recipe!r}, not {recipe.name!r}; "
+                    "choose another --checkpoint-dir"
+                )
+        except (ConfigError, DataError) as exc:
+            error = (type(exc).__name__, str(exc))
+    error, found = backend.broadcast_object((error, found), name="hvdtrain.resume")
+    if error:
+        raise (ConfigError if error[0] == "ConfigError" else DataError)(error[1])
+    return found
+
+
+def restore(model: tf.keras.Model, state: checkpoint.Checkpoint, scaled_lr: float) -> None:
+    """Put the checkpoint's weights and optimizer state into ``model`` and set the LR for this world size."""
+    try:
+        model.set_weights(state.weights)
+        model.optimizer.build(model.trainable_variables)
+        variables = model.optimizer.variables
+        if len(variables) != len(state.optimizer):
+            raise ValueError(f"{len(state.optimizer)} optimizer variables saved, {len(variables)} expected")
+        for variable, value in zip(variables, state.optimizer, strict=True):
+            variable.assign(value)
+    except ValueError as exc:
+        raise ConfigError(f"{state.path} does not fit this model: {str(exc).splitlines()[0]}") from None
+    model.optimizer.learning_rate.assign(scaled_lr)
 
 
 def _progress_verbosity(world: World) -> int:
@@ -115,7 +193,7 @@ def _progress_verbosity(world: World) -> int:
 def evaluate(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int, world: World) -> dict[str, float]:
     """Exact metrics over the whole test set: each rank evaluates its shard, sums are allreduced by sample count."""
     x_shard, y_shard = shard(x, world.rank, world.size), shard(y, world.rank, world.size)
-    local = model.evaluate(_dataset(x_shard, y_shard, batch_size, None), verbose=0, return_dict=True)
+    local = model.evaluate(_eval_dataset(x_shard, y_shard, batch_size, repeat=False), verbose=0, return_dict=True)
     names = sorted(local)
     weighted = np.array([local[n] * len(x_shard) for n in names] + [len(x_shard)], dtype=np.float64)
     total = backend.global_sum(weighted, name="hvdtrain.evaluate")
@@ -150,22 +228,39 @@ def train(recipe: Recipe, config: TrainConfig, comm: Any = None) -> TrainResult:
     optimizer = backend.distributed_optimizer(recipe.build_optimizer(scaled_lr), config)
     model.compile(optimizer=optimizer, loss=recipe.loss, metrics=list(recipe.metrics))
 
+    state = find_resume_point(recipe, config, world)
+    first_epoch = 0
+    if state is not None:
+        restore(model, state, scaled_lr)
+        first_epoch = min(state.epoch, config.epochs)
+        log.info("resumed from %s: %d of %d epochs done", state.path, state.epoch, config.epochs)
+        if state.world_size != world.size:
+            old_lr = scale_lr(config.lr, state.world_size, config.lr_scaling)
+            log.warning(
+                "checkpoint written by %d ranks, now %d: learning rate rescaled %g -> %g",
+                state.world_size,
+                world.size,
+                old_lr,
+                scaled_lr,
+            )
+
     x_train, y_train = shard(data.x_train, world.rank, world.size), shard(data.y_train, world.rank, world.size)
     x_val, y_val = shard(data.x_test, world.rank, world.size), shard(data.y_test, world.rank, world.size)
     meter = hvd_callbacks.ThroughputMeter(steps * config.batch_size * world.size)
-    history = model.fit(
-        _dataset(x_train, y_train, config.batch_size, config.seed + world.rank),
-        steps_per_epoch=steps,
-        epochs=config.epochs,
-        validation_data=_dataset(x_val, y_val, config.batch_size, config.seed + world.rank),
-        validation_steps=val_steps,
-        callbacks=_training_callbacks(config, world, scaled_lr, steps, meter),
-        verbose=_progress_verbosity(world),
-    )
+    history: dict[str, list[float]] = {}
+    if first_epoch < config.epochs:
+        history = model.fit(
+            _train_dataset(x_train, y_train, config, steps, world.rank, first_epoch),
+            steps_per_epoch=steps,
+            epochs=config.epochs,
+            initial_epoch=first_epoch,
+            validation_data=_eval_dataset(x_val, y_val, config.batch_size, repeat=True),
+            validation_steps=val_steps,
+            callbacks=_training_callbacks(recipe, config, world, scaled_lr, steps, meter, resumed=state is not None),
+            verbose=_progress_verbosity(world),
+        ).history
     summary = meter.summary()
     if summary is not None:
-        log.info(
-            "throughput %.0f +- %.0f samples/s (global, epochs 2..%d)", summary[0], 1.96 * summary[1], config.epochs
-        )
+        log.info("throughput %.0f +- %.0f samples/s (global, after the first epoch)", summary[0], 1.96 * summary[1])
     test_metrics = evaluate(model, data.x_test, data.y_test, config.batch_size, world)
-    return TrainResult(model, history.history, test_metrics, world, scaled_lr, summary)
+    return TrainResult(model, history, test_metrics, world, scaled_lr, summary)

@@ -67,7 +67,7 @@ def test_checkpoints_and_metrics_come_from_rank0_only(tmp_path: Path) -> None:
     done = run(["mpirun", "-bind-to", "none", "-map-by", "slot", *app(0), ":", *app(1)])
     assert done.returncode == 0, done.stderr[-3000:]
     logs0, ckpt0 = dirs[0]
-    assert sorted(p.name for p in ckpt0.iterdir()) == ["epoch-001.h5", "epoch-002.h5", "epoch-003.h5"]
+    assert sorted(p.name for p in ckpt0.iterdir()) == ["epoch-0001.npz", "epoch-0002.npz", "epoch-0003.npz"]
     rows = [json.loads(line) for line in (logs0 / "metrics.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1, 2, 3]
     assert all(row["samples_per_sec"] > 0 for row in rows)

@@ -57,6 +57,7 @@ def main() -> int:
             scaled_lr=result.scaled_lr,
             size=result.world.size,
             accuracy=result.test_metrics["accuracy"],
+            epochs_run=len(result.history.get("loss", [])),
         )
         return 0
 

@@ -1,0 +1,122 @@
+"""Checkpoint, kill -9, resume: nothing completed is lost and the result matches an uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+from conftest import PYTHON, ROOT_ENV, WORKERS, launch, launcher_argv, recipe_program, run
+
+from hvdtrain import checkpoint
+
+pytestmark = pytest.mark.multiproc
+
+EPOCHS = ["--epochs", "6", "--batch-size", "4", "--warmup-epochs", "0"]  # 180 steps an epoch: long enough to hit
+
+
+def worker(out: Path, ckpt: Path, *extra: str) -> list[str]:
+    return [PYTHON, str(WORKERS / "sync_worker.py"), str(out), *EPOCHS, "--checkpoint-dir", str(ckpt), *extra]
+
+
+def job_processes(marker: Path) -> list[psutil.Process]:
+    """Live processes whose command line names ``marker`` (the run's own output directory)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmdline = proc.info["cmdline"] or []
+        if str(marker) in cmdline and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(proc)
+    return found
+
+
+def kill_one_rank_after(launcher: str, out: Path, ckpt: Path, epoch_file: str) -> tuple[int, str, float]:
+    """Start a 2-rank job, SIGKILL one rank once ``epoch_file`` exists; (exit code, output, seconds to exit)."""
+    job = subprocess.Popen(
+        launcher_argv(launcher, 2) + worker(out, ckpt),
+        env={**os.environ, **ROOT_ENV},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not (ckpt / epoch_file).exists():
+            assert job.poll() is None and time.monotonic() < deadline, "job ended before the checkpoint appeared"
+            time.sleep(0.02)
+        ranks = [p for p in job_processes(out) if "sync_worker.py" in " ".join(p.cmdline()[1:2])]
+        assert len(ranks) == 2
+        ranks[-1].send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        output, _ = job.communicate(timeout=120)
+        return job.returncode, output, time.monotonic() - killed_at
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("launcher", ["mpirun"])
+def test_kill_9_then_resume_matches_uninterrupted(tmp_path: Path, launcher: str) -> None:
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    straight.mkdir()
+    broken.mkdir()
+    done = launch(launcher, 2, worker(straight, straight / "ckpt"))
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    code, output, seconds = kill_one_rank_after(launcher, broken, broken / "ckpt", "epoch-0003.npz")
+    assert code != 0 and seconds < 60
+    assert "rank" in output and "exited on signal 9" in output, output[-2000:]
+    assert job_processes(broken) == []
+    saved = [int(p.stem.split("-")[1]) for p in checkpoint.list_checkpoints(broken / "ckpt")]
+    assert saved and max(saved) >= 3 and max(saved) < 6
+
+    resumed = launch(launcher, 2, worker(broken, broken / "ckpt"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {broken / 'ckpt'}/epoch-{max(saved):04d}.npz" in resumed.stderr
+    a = [dict(np.load(straight / f"rank-{r}.npz")) for r in range(2)]
+    b = [dict(np.load(broken / f"rank-{r}.npz")) for r in range(2)]
+    assert int(b[0]["epochs_run"]) == 6 - max(saved)  # only the epochs not yet checkpointed were run again
+    np.testing.assert_array_equal(b[0]["final"], b[1]["final"])
+    # Same data order per epoch and the full optimizer state restored: the same weights, up to float round-off.
+    np.testing.assert_allclose(b[0]["final"], a[0]["final"], rtol=1e-4, atol=1e-5)
+    assert abs(float(b[0]["accuracy"]) - float(a[0]["accuracy"])) <= 0.005
+
+
+def test_killed_rank_under_horovodrun_gloo_ends_the_job(tmp_path: Path) -> None:
+    job = subprocess.Popen(
+        [*launcher_argv("horovodrun", 2), "--gloo", *worker(tmp_path, tmp_path / "ckpt")],
+        env={**os.environ, **ROOT_ENV},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        while not (tmp_path / "ckpt" / "epoch-0001.npz").exists():
+            assert job.poll() is None
+            time.sleep(0.02)
+        ranks = [p for p in job_processes(tmp_path) if "sync_worker.py" in " ".join(p.cmdline()[1:2])]
+        ranks[0].send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        output, _ = job.communicate(timeout=120)
+        assert job.returncode != 0 and time.monotonic() - killed_at < 60
+        assert "exit with status code 137" in output and "Process name:" in output
+        assert job_processes(tmp_path) == []
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+
+
+def test_resume_on_a_different_world_size_rescales_lr(tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    first = launch("mpirun", 2, recipe_program("digits", "--epochs", "2", "--checkpoint-dir", str(ckpt)))
+    assert first.returncode == 0, first.stderr[-3000:]
+    more = run(recipe_program("digits", "--epochs", "3", "--checkpoint-dir", str(ckpt), "--log-dir", str(tmp_path)))
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert "checkpoint written by 2 ranks, now 1: learning rate rescaled 0.002 -> 0.001" in more.stderr
+    assert [p.name for p in checkpoint.list_checkpoints(ckpt)] == [f"epoch-000{i}.npz" for i in (1, 2, 3)]
