@@ -14,8 +14,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +38,14 @@ from hvdtrain.launch_config import (
     to_spec,
     unresolvable_hosts,
 )
-from hvdtrain.options import config_to_args, fail, run_cli, run_recipe_command, train_config_options
+from hvdtrain.options import (
+    EXIT_INTERRUPTED,
+    config_to_args,
+    fail,
+    run_cli,
+    run_recipe_command,
+    train_config_options,
+)
 from hvdtrain.presets import Layered, Preset, PresetError, check_recipe, dump, load_preset, merge_launch, merge_train
 from hvdtrain.recipes import RECIPES, RecipeError, load_recipe, module_name, recipe_defaults, recipe_names, summary
 from hvdtrain.schedulers import SchedulerError, detect_environment
@@ -44,7 +53,8 @@ from hvdtrain.schedulers import SchedulerError, detect_environment
 PROG = "hvdtrain"
 COMPLETE_VAR = "_HVDTRAIN_COMPLETE"
 SHELLS = ("bash", "zsh", "fish")
-EXIT_INTERRUPTED = 130
+INTERRUPT_GRACE_S = 10.0  # after Ctrl-C, how long the launcher may take to stop its ranks
+TERMINATE_GRACE_S = 5.0
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 _TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 _LAUNCH_FIELDS = tuple(f.name for f in dataclasses.fields(LaunchConfig))
@@ -208,20 +218,60 @@ def _find_program(program: str) -> str | None:
     return found
 
 
+def _exit_code(returncode: int) -> int:
+    """A child's return code as a shell exit code (killed by signal N -> 128 + N)."""
+    return returncode if returncode >= 0 else 128 - returncode
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """After Ctrl-C: give the launcher time to stop its ranks (it got the same SIGINT), then SIGTERM, then SIGKILL.
+
+    ``subprocess.run`` would SIGKILL the launcher 0.25 s after Ctrl-C, before mpirun or horovodrun can stop the
+    ranks they started; those would linger. A second Ctrl-C skips to the next step.
+    """
+    for send, grace_s in ((None, INTERRUPT_GRACE_S), (signal.SIGTERM, TERMINATE_GRACE_S), (signal.SIGKILL, None)):
+        if send is not None:
+            process.send_signal(send)
+        try:
+            process.wait(timeout=grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        except KeyboardInterrupt:
+            continue
+
+
 def execute(command: LaunchCommand) -> int:
-    """Run the launcher with ``command.env`` added to this environment; return its exit code (130 on Ctrl-C)."""
+    """Run the launcher (argv list, no shell) with ``command.env`` added to this environment; return its exit code.
+
+    Ctrl-C gives exit code 130 once the launcher has stopped; SIGTERM to hvdtrain is passed on to the launcher.
+    """
     program = command.argv[0]
     executable = _find_program(program)
     if executable is None:
         return fail(f"{program} not found on PATH or in {Path(sys.executable).parent}")
     sys.stdout.flush()
+    sys.stderr.flush()
     try:
-        done = subprocess.run(command.argv, executable=executable, env={**os.environ, **command.env}, check=False)
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+        process = subprocess.Popen(command.argv, executable=executable, env={**os.environ, **command.env})
     except OSError as exc:
         return fail(f"cannot start {program}: {exc.strerror or exc}")
-    return done.returncode if done.returncode >= 0 else 128 - done.returncode
+    forward = _forward_sigterm(process)
+    try:
+        return _exit_code(process.wait())
+    except KeyboardInterrupt:
+        _stop(process)
+        return EXIT_INTERRUPTED
+    finally:
+        forward()
+
+
+def _forward_sigterm(process: subprocess.Popen[bytes]) -> Callable[[], None]:
+    """Pass SIGTERM on to ``process`` while it runs (main thread only); returns the function that undoes it."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signal.SIGTERM))
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def run_here(name: str, plan: Plan) -> int:

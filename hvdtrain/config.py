@@ -45,6 +45,9 @@ class TrainConfig:
     sparse_as_dense: bool = field(
         default=False, metadata=_opt("Allreduce sparse gradients (embeddings) as dense tensors.")
     )
+    commit_every: int = field(
+        default=20, metadata=_opt("Elastic runs: batches between commits of the state workers fall back to.", min=1)
+    )
     data_dir: Path | None = field(
         default=None, metadata=_opt("Where the recipe's data lives (recipe default if unset).")
     )

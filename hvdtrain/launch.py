@@ -46,6 +46,7 @@ ROOT_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"
 
 _INTERFACE_RE = re.compile(r"[A-Za-z0-9_.:-]+")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SAFE_PATH_RE = re.compile(r"[A-Za-z0-9_./+-]+")
 
 
 class LaunchError(ValueError):
@@ -70,6 +71,19 @@ class HorovodKnobs:
 
 
 @dataclass(frozen=True)
+class Elastic:
+    """``horovodrun --elastic``: ranks may leave and join between ``min_np`` and ``max_np`` (Gloo only).
+
+    Hosts come from ``discovery_script`` (prints ``host:slots`` lines, re-run every second) or, without one, the
+    fixed ``-H`` hosts.
+    """
+
+    min_np: int
+    max_np: int
+    discovery_script: str | None = None
+
+
+@dataclass(frozen=True)
 class LaunchSpec:
     """What to run, on how many ranks and hosts, with which launcher and knobs.
 
@@ -85,6 +99,7 @@ class LaunchSpec:
     knobs: HorovodKnobs = HorovodKnobs()
     allow_run_as_root: bool = False  # mpirun: --allow-run-as-root; otherwise OMPI_ALLOW_RUN_AS_ROOT(_CONFIRM)=1 in env
     extra_env: Mapping[str, str] = field(default_factory=dict)  # forwarded explicitly (-x for mpirun)
+    elastic: Elastic | None = None  # horovodrun only
 
 
 @dataclass(frozen=True)
@@ -312,6 +327,28 @@ def _check_env(extra_env: object, reserved: set[str]) -> dict[str, str]:
     return env
 
 
+def _elastic_args(elastic: Elastic, spec: LaunchSpec, np: int, hosts_arg: str) -> list[str]:
+    """``-np N --min-np A --max-np B`` and where the hosts come from."""
+    for name, value in (("min_np", elastic.min_np), ("max_np", elastic.max_np)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise LaunchError(f"elastic {name} must be an integer >= 1, got {value!r}")
+    if not elastic.min_np <= np <= elastic.max_np:
+        raise LaunchError(
+            f"elastic training needs --min-np <= -np <= --max-np, got {elastic.min_np}, {np}, {elastic.max_np}"
+        )
+    args = ["-np", str(np), "--min-np", str(elastic.min_np), "--max-np", str(elastic.max_np)]
+    if elastic.discovery_script is None:
+        if spec.hosts and elastic.max_np > total_slots(spec.hosts):
+            raise LaunchError(f"--max-np {elastic.max_np} is more than the {total_slots(spec.hosts)} slot(s) of -H")
+        return [*args, "-H", hosts_arg if spec.hosts else f"localhost:{elastic.max_np}"]
+    if spec.hosts:
+        raise LaunchError("give elastic hosts by -H or by a discovery script, not both")
+    script = _path("discovery script", elastic.discovery_script)
+    if not _SAFE_PATH_RE.fullmatch(script):  # horovodrun runs it through /bin/sh as it is
+        raise LaunchError(f"discovery script path {script!r} may only hold letters, digits and _ . / + -")
+    return [*args, "--host-discovery-script", script]
+
+
 def build_command(spec: LaunchSpec) -> LaunchCommand:
     """Validate ``spec`` and build its command; raise LaunchError with one clear message if it cannot work.
 
@@ -338,6 +375,18 @@ def build_command(spec: LaunchSpec) -> LaunchCommand:
     extra_env = _check_env(spec.extra_env, reserved)
     root_env = dict(ROOT_ENV) if spec.allow_run_as_root else {}
 
+    if spec.elastic is not None and spec.launcher != "horovodrun":
+        raise LaunchError("elastic training needs launcher 'horovodrun'")
+    if spec.launcher == "horovodrun" and spec.elastic is not None:
+        argv = ["horovodrun", *_elastic_args(spec.elastic, spec, np, hosts_arg)]
+        if spec.controller == "mpi":
+            raise LaunchError("elastic training runs on the Gloo controller, not MPI")
+        argv += knobs.horovodrun_flags()
+        local_only = spec.elastic.discovery_script is None and all(h.name == "localhost" for h in spec.hosts)
+        if knobs.interfaces is None and local_only:
+            # Horovod otherwise waits for two hosts to agree on a common network interface.
+            argv += ["--network-interfaces", "lo"]
+        return LaunchCommand(argv=argv + program, env={**extra_env, **root_env})
     if spec.launcher == "horovodrun":
         argv = ["horovodrun", "-np", str(np), "-H", hosts_arg]
         if spec.controller is not None:

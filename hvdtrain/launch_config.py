@@ -25,7 +25,7 @@ import click
 
 from hvdtrain.config import option_name
 from hvdtrain.hosts import Host, HostfileError, parse_hostfile, parse_hosts_arg, total_slots
-from hvdtrain.launch import LOG_LEVELS, HorovodKnobs, LaunchError, LaunchSpec, validate_interface
+from hvdtrain.launch import LOG_LEVELS, Elastic, HorovodKnobs, LaunchError, LaunchSpec, validate_interface
 from hvdtrain.schedulers import SchedulerError, detect_environment
 
 Launcher = Literal["horovodrun", "mpirun", "none"]
@@ -124,13 +124,24 @@ class LaunchConfig:
     horovod_log_level: LogLevel | None = field(
         default=None, metadata=_opt("Horovod's own log level.", case_insensitive=True)
     )
+    elastic: bool = field(
+        default=False, metadata=_opt("Elastic training (horovodrun, Gloo): ranks may leave and join while it runs.")
+    )
+    min_np: int | None = field(
+        default=None,
+        metadata=_opt("Elastic: fewest ranks to go on with [default: 1].", decls=("--min-np",), metavar="N", min=1),
+    )
+    max_np: int | None = field(
+        default=None,
+        metadata=_opt("Elastic: most ranks [default: -np].", decls=("--max-np",), metavar="N", min=1),
+    )
+    host_discovery_script: Path | None = field(
+        default=None,
+        metadata=_opt("Elastic: an executable that prints the available 'host:slots' lines.", metavar="FILE"),
+    )
     check_hosts: bool = field(
         default=True, metadata=_opt("Resolve every remote host name before launching (not done by --dry-run).")
     )
-
-    def with_overrides(self, overrides: Mapping[str, Any]) -> LaunchConfig:
-        """A copy with the given non-None values replaced."""
-        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
     def validate(self) -> LaunchConfig:
         """Check options that depend on each other (in command-line terms); raise LaunchError with one line."""
@@ -144,6 +155,18 @@ class LaunchConfig:
             raise LaunchError("--gloo needs --launcher horovodrun; mpirun always uses the MPI controller")
         if self.controller is not None and self.launcher == "none":
             raise LaunchError(f"--{self.controller} needs a launcher; --launcher none runs one plain process")
+        if not self.elastic and (self.min_np or self.max_np or self.host_discovery_script):
+            raise LaunchError("--min-np, --max-np and --host-discovery-script need --elastic")
+        if self.elastic:
+            if self.launcher != "horovodrun":
+                raise LaunchError("--elastic needs --launcher horovodrun")
+            if self.controller == "mpi":
+                raise LaunchError("--elastic runs on the Gloo controller; drop --mpi")
+            script = self.host_discovery_script
+            if script is not None and (self.hosts is not None or self.hostfile is not None):
+                raise LaunchError("give elastic hosts by -H/--hostfile or by --host-discovery-script, not both")
+            if script is not None and not (script.is_file() and os.access(script, os.X_OK)):
+                raise LaunchError(f"--host-discovery-script {script}: not an executable file")
         return self
 
 
@@ -217,11 +240,10 @@ def controller_from_flags(gloo: bool | None, mpi: bool | None) -> Controller | N
 
 @dataclass(frozen=True)
 class Placement:
-    """Where the ranks run: ``hosts`` (empty = localhost), how many, and where that came from."""
+    """Where the ranks run: ``hosts`` (empty = localhost) and how many."""
 
     hosts: tuple[Host, ...]
     np: int
-    source: str
 
 
 def place(config: LaunchConfig, env: Mapping[str, str] | None = None) -> Placement:
@@ -234,23 +256,22 @@ def place(config: LaunchConfig, env: Mapping[str, str] | None = None) -> Placeme
             hosts = parse_hosts_arg(config.hosts)
         except ValueError as exc:
             raise LaunchError(f"-H: {exc}") from None
-        source = "-H"
     elif config.hostfile is not None:
         hosts = _read_hostfile(config.hostfile)
-        source = f"hostfile {config.hostfile}"
     elif config.launcher != "none" and (cluster := detect_environment(env)) is not None:
         try:
             hosts, world = cluster.hosts(), cluster.world_size()
         except SchedulerError as exc:
             raise LaunchError(f"{cluster.name} allocation: {exc}") from None
-        source = f"{cluster.name} allocation"
     else:
-        hosts, source = [], "localhost"
+        hosts = []
     if config.np is not None:
         np = config.np
+    elif config.elastic and config.max_np is not None:
+        np = config.max_np
     else:
         np = world if world is not None else (total_slots(hosts) if hosts else 1)
-    return Placement(tuple(hosts), np, source)
+    return Placement(tuple(hosts), np)
 
 
 def _read_hostfile(path: Path) -> list[Host]:
@@ -293,7 +314,15 @@ def to_spec(
         controller=config.controller,
         knobs=knobs,
         allow_run_as_root=allow_run_as_root,
-        extra_env={EXPECTED_SIZE_VARIABLE: str(placement.np)},
+        # Elastic worlds change size on purpose; every other launch checks its size at start-up.
+        extra_env={} if config.elastic else {EXPECTED_SIZE_VARIABLE: str(placement.np)},
+        elastic=Elastic(
+            min_np=config.min_np or 1,
+            max_np=config.max_np or placement.np,
+            discovery_script=str(config.host_discovery_script) if config.host_discovery_script else None,
+        )
+        if config.elastic
+        else None,
     )
 
 

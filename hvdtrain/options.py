@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from hvdtrain.recipe import Recipe
 
 EXIT_USAGE = 2
+EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130
 _RANK_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID")
 
@@ -132,6 +133,12 @@ def run_recipe_command(recipe: Recipe, argv: Sequence[str] | None = None) -> int
             result = train(recipe, config)
         except (ConfigError, DataError) as exc:
             return fail(str(exc))
+        except Exception as exc:
+            if "Horovod has been shut down" not in str(exc):
+                raise
+            # A peer died or stalled past --stall-timeout; Horovod's own report (missing ranks) is above.
+            fail("Horovod shut down because another rank failed or stalled (its report is above)")
+            return EXIT_FAILURE
         if result.world.is_root:
             for name, value in sorted(result.test_metrics.items()):
                 if name != "accuracy":

@@ -242,8 +242,11 @@ def dump(recipe: str, sections: Sequence[tuple[str, Layered[Any]]], header: str)
     for table, merged in sections:
         rows.append(("", ""))
         rows.append((f"[{table}]", ""))
+        hints = typing.get_type_hints(type(merged.value))
         for f in dataclasses.fields(merged.value):
             value = getattr(merged.value, f.name)
+            if float in (hints[f.name], *typing.get_args(hints[f.name])) and type(value) is int:
+                value = float(value)  # keep TOML's float type for float fields set as int literals
             source = merged.sources[f.name]
             if value is None:
                 rows.append((f"# {f.name} (unset)", source))

@@ -64,14 +64,20 @@ class TrainResult:
 
 
 def fetch_on_rank0(world: World, path_exists: Callable[[], bool], fetch: Callable[[], None]) -> None:
-    """Run ``fetch`` on rank 0 while the others wait; every rank raises DataError if it failed."""
+    """Run ``fetch`` on rank 0 while the others wait; every rank raises DataError if it failed.
+
+    In elastic runs each worker fetches for itself: one joining later must not wait on a collective that the
+    running workers never make.
+    """
+    elastic = backend.is_elastic()
     error = None
-    if world.is_root and not path_exists():
+    if (world.is_root or elastic) and not path_exists():
         try:
             fetch()
         except Exception as exc:  # noqa: BLE001 - any failure becomes one line on every rank
             error = str(exc) or type(exc).__name__
-    error = backend.broadcast_object(error, name="hvdtrain.fetch")
+    if not elastic:
+        error = backend.broadcast_object(error, name="hvdtrain.fetch")
     if error:
         raise DataError(error)
 
@@ -114,7 +120,7 @@ def _training_callbacks(
     meter: hvd_callbacks.ThroughputMeter,
     resumed: bool,
 ) -> list[tf.keras.callbacks.Callback]:
-    stack = backend.callbacks(config, scaled_lr, steps) + [meter]
+    stack = backend.callbacks(config, scaled_lr, steps, broadcast=not backend.is_elastic()) + [meter]
     if not world.is_root:
         return stack
     if config.checkpoint_dir is not None:
@@ -138,7 +144,11 @@ def _training_callbacks(
 
 
 def find_resume_point(recipe: Recipe, config: TrainConfig, world: World) -> checkpoint.Checkpoint | None:
-    """Rank 0 looks for the newest usable checkpoint and sends it to every rank; any problem is raised everywhere."""
+    """Rank 0 looks for the newest usable checkpoint and sends it to every rank; any problem is raised everywhere.
+
+    In elastic runs a worker may join while the others train, so nothing is sent here: rank 0 restores the
+    checkpoint and Horovod's elastic state sync hands it to the others.
+    """
     found: checkpoint.Checkpoint | None = None
     error = None
     if world.is_root and config.checkpoint_dir is not None:
@@ -161,7 +171,8 @@ def find_resume_point(recipe: Recipe, config: TrainConfig, world: World) -> chec
                 )
         except (ConfigError, DataError) as exc:
             error = (type(exc).__name__, str(exc))
-    error, found = backend.broadcast_object((error, found), name="hvdtrain.resume")
+    if not backend.is_elastic():  # elastic runs must stay collective-free here; the state sync sends it later
+        error, found = backend.broadcast_object((error, found), name="hvdtrain.resume")
     if error:
         raise (ConfigError if error[0] == "ConfigError" else DataError)(error[1])
     return found
@@ -171,7 +182,6 @@ def restore(model: tf.keras.Model, state: checkpoint.Checkpoint, scaled_lr: floa
     """Put the checkpoint's weights and optimizer state into ``model`` and set the LR for this world size."""
     try:
         model.set_weights(state.weights)
-        model.optimizer.build(model.trainable_variables)
         variables = model.optimizer.variables
         if len(variables) != len(state.optimizer):
             raise ValueError(f"{len(state.optimizer)} optimizer variables saved, {len(variables)} expected")
@@ -201,32 +211,28 @@ def evaluate(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, batch_size: in
 
 
 def train(recipe: Recipe, config: TrainConfig, comm: Any = None) -> TrainResult:
-    """Train ``recipe`` data-parallel on every rank of the job and evaluate it on the test set."""
+    """Train ``recipe`` data-parallel on every rank of the job and evaluate it on the test set.
+
+    Under ``horovodrun --elastic`` the epochs run inside Horovod's elastic loop: when workers leave or join, the
+    last committed state is restored on every rank and training goes on with shards, steps and LR for the new size.
+    """
     config.validate()
     world = backend.init(comm)
     log = setup_logging(world.rank, config.log_all_ranks)
-    check_world_size(world.size)
+    elastic = backend.is_elastic()
+    if not elastic:
+        check_world_size(world.size)
     tf.keras.utils.set_random_seed(config.seed + world.rank)
 
     data = recipe.load_data(config, world)
-    steps = steps_per_epoch(len(data.x_train), config.batch_size, world.size)
-    val_steps = steps_per_epoch(len(data.x_test), config.batch_size, world.size)
-    scaled_lr = scale_lr(config.lr, world.size, config.lr_scaling)
     log.info(
         "recipe %s: %d ranks, %d train / %d test samples", recipe.name, world.size, len(data.x_train), len(data.x_test)
     )
-    log.info(
-        "global batch %d = %d per rank x %d ranks; %d steps per epoch",
-        config.batch_size * world.size,
-        config.batch_size,
-        world.size,
-        steps,
-    )
-    log.info("learning rate %g = base %g scaled %s for %d ranks", scaled_lr, config.lr, config.lr_scaling, world.size)
-
     model = recipe.build_model(config)
+    scaled_lr = scale_lr(config.lr, world.size, config.lr_scaling)
     optimizer = backend.distributed_optimizer(recipe.build_optimizer(scaled_lr), config)
     model.compile(optimizer=optimizer, loss=recipe.loss, metrics=list(recipe.metrics))
+    optimizer.build(model.trainable_variables)  # the same optimizer variables on every rank, before any sync
 
     state = find_resume_point(recipe, config, world)
     first_epoch = 0
@@ -244,23 +250,46 @@ def train(recipe: Recipe, config: TrainConfig, comm: Any = None) -> TrainResult:
                 scaled_lr,
             )
 
-    x_train, y_train = shard(data.x_train, world.rank, world.size), shard(data.y_train, world.rank, world.size)
-    x_val, y_val = shard(data.x_test, world.rank, world.size), shard(data.y_test, world.rank, world.size)
-    meter = hvd_callbacks.ThroughputMeter(steps * config.batch_size * world.size)
-    history: dict[str, list[float]] = {}
-    if first_epoch < config.epochs:
-        history = model.fit(
-            _train_dataset(x_train, y_train, config, steps, world.rank, first_epoch),
+    meters: list[hvd_callbacks.ThroughputMeter] = []
+
+    def fit_from(epoch: int, extra_callbacks: list[tf.keras.callbacks.Callback]) -> dict[str, list[float]]:
+        """Run epochs ``epoch``..end on the world as it is now (elastic runs call this again after a reset)."""
+        world = backend.world()
+        steps = steps_per_epoch(len(data.x_train), config.batch_size, world.size)
+        lr = scale_lr(config.lr, world.size, config.lr_scaling)
+        model.optimizer.learning_rate.assign(lr)
+        log.info(
+            "global batch %d = %d per rank x %d ranks; %d steps per epoch",
+            config.batch_size * world.size,
+            config.batch_size,
+            world.size,
+            steps,
+        )
+        log.info("learning rate %g = base %g scaled %s for %d ranks", lr, config.lr, config.lr_scaling, world.size)
+        if epoch >= config.epochs:
+            return {}
+        x_train, y_train = shard(data.x_train, world.rank, world.size), shard(data.y_train, world.rank, world.size)
+        x_val, y_val = shard(data.x_test, world.rank, world.size), shard(data.y_test, world.rank, world.size)
+        meters.append(hvd_callbacks.ThroughputMeter(steps * config.batch_size * world.size))
+        callbacks = _training_callbacks(recipe, config, world, lr, steps, meters[-1], resumed=epoch > 0)
+        return model.fit(
+            _train_dataset(x_train, y_train, config, steps, world.rank, epoch),
             steps_per_epoch=steps,
             epochs=config.epochs,
-            initial_epoch=first_epoch,
+            initial_epoch=epoch,
             validation_data=_eval_dataset(x_val, y_val, config.batch_size, repeat=True),
-            validation_steps=val_steps,
-            callbacks=_training_callbacks(recipe, config, world, scaled_lr, steps, meter, resumed=state is not None),
+            validation_steps=steps_per_epoch(len(data.x_test), config.batch_size, world.size),
+            callbacks=extra_callbacks + callbacks,
             verbose=_progress_verbosity(world),
         ).history
-    summary = meter.summary()
+
+    if elastic:
+        history = backend.run_elastic(model, first_epoch, fit_from, config.commit_every)
+    else:
+        history = fit_from(first_epoch, [])
+    world = backend.world()
+    summary = meters[-1].summary() if meters else None
     if summary is not None:
         log.info("throughput %.0f +- %.0f samples/s (global, after the first epoch)", summary[0], 1.96 * summary[1])
     test_metrics = evaluate(model, data.x_test, data.y_test, config.batch_size, world)
-    return TrainResult(model, history, test_metrics, world, scaled_lr, summary)
+    return TrainResult(model, history, test_metrics, world, scale_lr(config.lr, world.size, config.lr_scaling), summary)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 
 from hvdtrain.hosts import Host
 from hvdtrain.launch import (
+    Elastic,
     HorovodKnobs,
     LaunchCommand,
     LaunchError,
@@ -452,3 +454,40 @@ def test_import_is_pure_python():
     root = Path(__file__).resolve().parents[1]  # "python -c" puts the working directory on sys.path
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# --- elastic -------------------------------------------------------------------------------------------------------
+
+
+def test_elastic_on_localhost_names_the_loopback_interface() -> None:
+    cmd = build_command(LaunchSpec(program=PROG, np=2, elastic=Elastic(min_np=1, max_np=3)))
+    assert cmd.argv == [
+        "horovodrun", "-np", "2", "--min-np", "1", "--max-np", "3", "-H", "localhost:3",
+        "--network-interfaces", "lo", *PROG,
+    ]  # fmt: skip
+
+
+def test_elastic_with_a_discovery_script() -> None:
+    spec = LaunchSpec(program=PROG, np=4, elastic=Elastic(2, 8, "/opt/discover.sh"))
+    assert build_command(spec).argv == [
+        "horovodrun", "-np", "4", "--min-np", "2", "--max-np", "8", "--host-discovery-script", "/opt/discover.sh",
+        *PROG,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("spec_kwargs", "message"),
+    [
+        ({"np": 3, "elastic": (1, 2, None)}, "--min-np <= -np <= --max-np"),
+        ({"np": 2, "elastic": (1, 2, "/tmp/a b.sh")}, "may only hold letters"),
+        ({"np": 2, "elastic": (1, 2, "/tmp/x;reboot")}, "may only hold letters"),
+        ({"np": 2, "elastic": (1, 2, None), "launcher": "mpirun"}, "needs launcher 'horovodrun'"),
+        ({"np": 2, "elastic": (1, 2, None), "controller": "mpi"}, "Gloo controller"),
+        ({"np": 2, "elastic": (1, 9, None), "hosts": [Host("a", 4)]}, "--max-np 9 is more than the 4 slot(s)"),
+    ],
+)
+def test_elastic_errors(spec_kwargs: dict, message: str) -> None:
+    kwargs = dict(spec_kwargs)
+    kwargs["elastic"] = Elastic(*kwargs["elastic"])
+    with pytest.raises(LaunchError, match=re.escape(message)):
+        build_command(LaunchSpec(program=PROG, **kwargs))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +35,7 @@ class World:
 def init(comm: Any = None) -> World:
     """Start Horovod (optionally on an mpi4py communicator), pin one GPU per local rank or size CPU threads."""
     hvd.init(comm=comm) if comm is not None else hvd.init()
-    world = World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size())
+    world = World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size())  # same as world(), at start
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         for gpu in gpus:
@@ -62,12 +63,13 @@ def distributed_optimizer(optimizer: tf.keras.optimizers.Optimizer, config: Trai
     )
 
 
-def callbacks(config: TrainConfig, scaled_lr: float, steps_per_epoch: int) -> list[tf.keras.callbacks.Callback]:
-    """Horovod's callbacks, in the order they must run: broadcast, metric average, warmup, schedule."""
-    stack: list[tf.keras.callbacks.Callback] = [
-        hvd.callbacks.BroadcastGlobalVariablesCallback(0),
-        hvd.callbacks.MetricAverageCallback(),
-    ]
+def callbacks(
+    config: TrainConfig, scaled_lr: float, steps_per_epoch: int, broadcast: bool = True
+) -> list[tf.keras.callbacks.Callback]:
+    """Horovod's callbacks, in the order they must run: broadcast (not in elastic runs, whose state sync does it),
+    metric average, warmup, schedule."""
+    stack: list[tf.keras.callbacks.Callback] = [hvd.callbacks.BroadcastGlobalVariablesCallback(0)] if broadcast else []
+    stack.append(hvd.callbacks.MetricAverageCallback())
     if config.warmup_epochs > 0:
         stack.append(
             hvd.callbacks.LearningRateWarmupCallback(
@@ -87,6 +89,54 @@ def callbacks(config: TrainConfig, scaled_lr: float, steps_per_epoch: int) -> li
             )
         )
     return stack
+
+
+def world() -> World:
+    """The world as it is now (it changes when elastic workers leave or join)."""
+    return World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size())
+
+
+def is_elastic() -> bool:
+    """Whether ``horovodrun --elastic`` started this process."""
+    return os.environ.get("HOROVOD_ELASTIC") == "1"
+
+
+class _EpochState(tf.keras.callbacks.Callback):
+    """Record finished epochs in the elastic state (Keras epochs are absolute here: fit uses ``initial_epoch``)."""
+
+    def __init__(self, state: Any) -> None:
+        super().__init__()
+        self.state = state
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.state.epoch = epoch + 1
+
+
+def run_elastic(
+    model: tf.keras.Model,
+    first_epoch: int,
+    fit: Callable[[int, list[tf.keras.callbacks.Callback]], dict[str, list[float]]],
+    commit_every: int,
+) -> dict[str, list[float]]:
+    """Run ``fit(epoch, callbacks)`` in Horovod's elastic loop, committing state every ``commit_every`` batches.
+
+    After workers leave or join, the committed model and optimizer state is synced from rank 0 and ``fit`` is
+    called again from the committed epoch.
+    """
+    state = hvd.elastic.KerasState(model, batch=0, epoch=first_epoch)
+
+    @hvd.elastic.run
+    def loop(state: Any) -> dict[str, list[float]]:
+        return fit(
+            state.epoch,
+            [
+                hvd.elastic.CommitStateCallback(state, batches_per_commit=commit_every),
+                hvd.elastic.UpdateBatchStateCallback(state),
+                _EpochState(state),
+            ],
+        )
+
+    return loop(state)
 
 
 def global_sum(values: np.ndarray, name: str) -> np.ndarray:

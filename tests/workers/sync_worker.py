@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +26,29 @@ def flat(weights: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([w.ravel() for w in weights])
 
 
+def stall_before_fit(original_fit: Callable[..., object], rank: int) -> Callable[..., object]:
+    """Test hook: ``rank`` stays alive (Horovod's thread keeps negotiating) but never reaches an allreduce."""
+    import time
+
+    import horovod.tensorflow as hvd
+
+    def fit(*args: object, **kwargs: object) -> object:
+        if hvd.rank() == rank:
+            time.sleep(3600)
+        return original_fit(*args, **kwargs)
+
+    return fit
+
+
 def main() -> int:
     out_dir = Path(sys.argv[1])
     initial: list[np.ndarray] = []
 
     def build_model(config: TrainConfig) -> tf.keras.Model:
         model = digits.build_model(config)
+        stall_rank = os.environ.get("SYNC_WORKER_STALL_RANK")  # this rank stops submitting collectives
+        if stall_rank is not None:
+            model.fit = stall_before_fit(model.fit, int(stall_rank))
         initial.append(flat(model.get_weights()))
         return model
 

@@ -120,3 +120,16 @@ def test_resume_on_a_different_world_size_rescales_lr(tmp_path: Path) -> None:
     assert more.returncode == 0, more.stderr[-3000:]
     assert "checkpoint written by 2 ranks, now 1: learning rate rescaled 0.002 -> 0.001" in more.stderr
     assert [p.name for p in checkpoint.list_checkpoints(ckpt)] == [f"epoch-000{i}.npz" for i in (1, 2, 3)]
+
+
+def test_stalled_rank_shuts_the_job_down_after_the_stall_timeout(tmp_path: Path) -> None:
+    env = {
+        "SYNC_WORKER_STALL_RANK": "1",  # rank 1 stays alive but never submits its gradients
+        "HOROVOD_STALL_CHECK_TIME_SECONDS": "2",
+        "HOROVOD_STALL_SHUTDOWN_TIME_SECONDS": "5",
+    }
+    started = time.monotonic()
+    done = launch("mpirun", 2, [PYTHON, str(WORKERS / "sync_worker.py"), str(tmp_path), "--epochs", "2"], env)
+    assert done.returncode != 0 and time.monotonic() - started < 120
+    assert "Missing ranks:\n1" in done.stderr and "is stalled for longer than 5 seconds" in done.stderr
+    assert job_processes(tmp_path) == []

@@ -1,0 +1,167 @@
+"""``hvdtrain bench allreduce``: allreduce latency and bandwidth of Horovod, MPI and a reference ring, size by size.
+
+Each contender runs in its own job on this machine (``-H localhost:N``), launched with
+:func:`hvdtrain.launch.build_command` on :mod:`hvdtrain.bench.allreduce_worker`:
+
+- ``mpi4py-Allreduce`` and ``ring-reference``: one ``mpirun`` job (MPI's own Allreduce, and the numpy + mpi4py ring
+  of :mod:`hvdtrain.bench.ring`);
+- ``horovod-{mpi,gloo}-{default,tuned}``: ``horovodrun --mpi`` / ``--gloo``, once with Horovod's own defaults spelled
+  out (1 ms cycle, 128 MiB fusion) and once with hvdtrain's tuned defaults (:mod:`hvdtrain.tuning`);
+- optionally ``horovod-mpi-cycle-<t>ms``: a cycle-time sweep (``--cycle-time-sweep 0.1,0.5,1``).
+
+Rank 0 of each job writes ``DIR/raw/<job>.json``; the driver merges them into ``DIR/allreduce.{json,csv,png}`` and
+prints the tables. Every job's full output is kept in ``DIR/logs/<job>.log``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hvdtrain import tuning
+from hvdtrain.bench import metrics, report
+from hvdtrain.bench.runner import JobFailed, run_job, running_as_root, say
+from hvdtrain.launch import HorovodKnobs, LaunchSpec, build_command
+
+WORKER = "hvdtrain.bench.allreduce_worker"
+MPI_JOB = "mpi"
+HOROVOD_CONTENDERS = ("horovod-mpi-default", "horovod-mpi-tuned", "horovod-gloo-default", "horovod-gloo-tuned")
+CONTENDERS = ("mpi4py", "ring", *HOROVOD_CONTENDERS)
+JOB_TIMEOUT_S = 3600
+
+
+@dataclass(frozen=True)
+class Job:
+    """One launched job: which libraries it times, how it is launched, with which Horovod knobs."""
+
+    name: str
+    libraries: tuple[str, ...]
+    launcher: str  # "mpirun" or "horovodrun"
+    controller: str | None
+    knobs: HorovodKnobs
+
+    def describe(self) -> dict[str, Any]:
+        knobs = {"cycle_time_ms": self.knobs.cycle_time_ms, "fusion_threshold_mb": self.knobs.fusion_threshold_mb}
+        return {"job": self.name, "libraries": list(self.libraries), "launcher": self.launcher} | (
+            {"controller": self.controller, **knobs} if "horovod" in self.libraries else {}
+        )
+
+
+def plan_jobs(contenders: Sequence[str], cycle_sweep_ms: Sequence[float] = ()) -> list[Job]:
+    """The jobs for ``contenders`` (names from CONTENDERS) plus a Horovod-MPI cycle-time sweep."""
+    jobs: list[Job] = []
+    mpi_libraries = tuple(lib for lib in ("mpi4py", "ring") if lib in contenders)
+    if mpi_libraries:
+        jobs.append(Job(MPI_JOB, mpi_libraries, "mpirun", None, HorovodKnobs()))
+    for name in HOROVOD_CONTENDERS:
+        if name in contenders:
+            _, controller, setting = name.split("-")
+            knobs = tuning.horovod_default_knobs() if setting == "default" else tuning.hvdtrain_tuned_knobs()
+            jobs.append(Job(name, ("horovod",), "horovodrun", controller, knobs))
+    for cycle in cycle_sweep_ms:
+        knobs = HorovodKnobs(cycle_time_ms=cycle, fusion_threshold_mb=tuning.TUNED_FUSION_THRESHOLD_MB)
+        jobs.append(Job(f"horovod-mpi-cycle-{tuning.format_ms(cycle)}ms", ("horovod",), "horovodrun", "mpi", knobs))
+    return jobs
+
+
+def job_command(job: Job, np: int, worker_args: Sequence[str], output: Path) -> Any:
+    """The LaunchCommand for ``job``: argv lists only, validated by build_command."""
+    program = [sys.executable, "-m", WORKER, *(a for lib in job.libraries for a in ("--library", lib))]
+    if "horovod" in job.libraries:
+        program += ["--tag", job.name]
+    program += [*worker_args, "--output", str(output)]
+    spec = LaunchSpec(
+        program=program,
+        np=np,
+        launcher=job.launcher,  # type: ignore[arg-type]
+        controller=job.controller,  # type: ignore[arg-type]
+        knobs=job.knobs,
+        allow_run_as_root=running_as_root(),
+    )
+    return build_command(spec)
+
+
+def machine_label() -> str:
+    """What the numbers were measured on, by default."""
+    return f"{os.cpu_count()}-core {platform.machine()} host, all ranks on one host (loopback / shared memory)"
+
+
+def run(
+    np: int,
+    min_size: int,
+    max_size: int,
+    output_dir: Path,
+    contenders: Sequence[str] = CONTENDERS,
+    cycle_sweep_ms: Sequence[float] = (),
+    repeats: int = metrics.DEFAULT_REPEATS,
+    max_iters: int = metrics.DEFAULT_MAX_ITERS,
+    min_iters: int = metrics.DEFAULT_MIN_ITERS,
+    label: str | None = None,
+    command_line: str = "",
+    timeout_s: float = JOB_TIMEOUT_S,
+    extra_worker_args: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Run every job, merge, write JSON/CSV/PNG under ``output_dir``; return the merged document.
+
+    Raises JobFailed when a job fails (earlier jobs' raw files stay on disk).
+    """
+    sizes = metrics.size_sweep(min_size, max_size)
+    jobs = plan_jobs(contenders, cycle_sweep_ms)
+    worker_args = [
+        *("--min-size", f"{min_size}B", "--max-size", f"{max_size}B"),
+        *("--repeats", str(repeats), "--max-iters", str(max_iters), "--min-iters", str(min_iters)),
+        *extra_worker_args,
+    ]
+    first, last = metrics.format_size(sizes[0]), metrics.format_size(sizes[-1])
+    say(
+        f"bench allreduce: np={np}, {len(sizes)} sizes {first}..{last}"
+        f" (float32), {repeats} trial(s) per size, {len(jobs)} job(s); output in {output_dir}"
+    )
+    rows: list[dict[str, Any]] = []
+    environments: dict[str, Any] = {}
+    described = []
+    for i, job in enumerate(jobs, 1):
+        raw = output_dir / "raw" / f"{job.name}.json"
+        raw.unlink(missing_ok=True)
+        command = job_command(job, np, worker_args, raw)
+        say(f"[{i}/{len(jobs)}] {job.name}: {command.shell_line()}")
+        try:
+            run_job(command, output_dir / "logs" / f"{job.name}.log", timeout_s)
+        except JobFailed as exc:
+            raise JobFailed(f"{job.name}: {exc}") from None
+        if not raw.exists():
+            raise JobFailed(f"{job.name}: rank 0 wrote no {raw}")
+        document = json.loads(raw.read_text())
+        rows += document["rows"]
+        environments[job.name] = document.get("environment", {})
+        described.append(job.describe() | {"command": command.shell_line()})
+
+    merged = {
+        "benchmark": "allreduce",
+        "label": label or machine_label(),
+        "np": np,
+        "dtype": "float32",
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": command_line,
+        "method": {
+            "latency": "median over trials of (time of `iters` back-to-back allreduces / iters) on the slowest rank",
+            "algbw_gbs": "size_bytes / latency / 1e9",
+            "busbw_gbs": "algbw * 2(n-1)/n",
+            "wrong": "elements differing from the exact sum, all ranks, worst trial (inputs are small integers)",
+        },
+        "jobs": described,
+        "environment": environments,
+        "rows": rows,
+    }
+    output_dir.mkdir(parents=True, exist_ok=True)
+    report.write_json(output_dir / "allreduce.json", merged)
+    report.write_csv(output_dir / "allreduce.csv", rows, report.ALLREDUCE_CSV_COLUMNS)
+    report.plot_allreduce(rows, output_dir / "allreduce.png", f"allreduce, np={np}, float32 - {merged['label']}")
+    return merged

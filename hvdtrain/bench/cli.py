@@ -1,0 +1,348 @@
+"""``hvdtrain bench``: the benchmark commands as a click group (``allreduce``, ``scaling``, ``overhead``).
+
+Register it with ``cli.add_command(bench)``; until then ``python -m hvdtrain.bench ...`` runs the same commands.
+Bad input is one line ``hvdtrain: error: ...`` and exit code 2; a benchmark job that fails is one line and exit 1
+(its output's tail above it, the full log under the output folder). Each command launches its own ranks on this
+machine and prints a progress line per job and per size or run on stderr; tables go to stdout.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from hvdtrain import tuning
+from hvdtrain.bench import metrics
+from hvdtrain.bench.allreduce import CONTENDERS
+from hvdtrain.bench.runner import JobFailed, parse_list
+from hvdtrain.launch import LaunchError
+from hvdtrain.options import fail, run_cli
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+EXIT_FAILED = 1
+
+
+def _failed(message: str) -> int:
+    click.echo(f"hvdtrain: error: {message}", err=True)
+    return EXIT_FAILED
+
+
+def _reproduce(ctx: click.Context) -> str:
+    """The command line as typed (``hvdtrain bench allreduce ...``), for the JSON and the docs."""
+    name = ctx.info_name or ""
+    argv = sys.argv[1:]
+    rest = argv[argv.index(name) + 1 :] if name in argv else argv
+    return " ".join([ctx.command_path, *(shlex.quote(a) for a in rest)])
+
+
+def _np_option(default: int, help_text: str) -> click.Option:
+    return click.option("-np", "--num-proc", "np", type=int, default=default, show_default=True, help=help_text)
+
+
+def _check_np(np: int) -> None:
+    if np < 1:
+        raise click.UsageError(f"-np must be >= 1, got {np}")
+
+
+@click.group(context_settings=CONTEXT)
+def bench() -> None:
+    """Benchmarks: allreduce collectives, a recipe's scaling and knobs, hvdtrain's overhead."""
+
+
+@bench.command(
+    "allreduce",
+    context_settings=CONTEXT,
+    short_help="Allreduce latency/bandwidth: Horovod (MPI, Gloo), MPI, a reference ring.",
+    epilog="""\b
+Examples:
+  hvdtrain bench allreduce -np 2
+  hvdtrain bench allreduce -np 2 --max-size 1MiB --contender horovod-mpi-tuned --contender mpi4py
+  hvdtrain bench allreduce -np 2 --max-size 64KiB --contender mpi4py --cycle-time-sweep 0.1,0.5,1""",
+)
+@_np_option(2, "Ranks, all on this machine.")
+@click.option("--min-size", default="4B", show_default=True, help="Smallest buffer (B, KiB, MiB, GiB).")
+@click.option("--max-size", default="64MiB", show_default=True, help="Largest buffer; sizes double from the smallest.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/bench/allreduce"),
+    show_default=True,
+    help="Folder for allreduce.json/.csv/.png, raw/ and logs/.",
+)
+@click.option(
+    "--contender",
+    "contenders",
+    multiple=True,
+    type=click.Choice(CONTENDERS),
+    help="Run only these (repeatable) [default: all six].",
+)
+@click.option("--cycle-time-sweep", default="", metavar="MS,MS,...", help="Also Horovod-MPI at these cycle times (ms).")
+@click.option("--repeats", type=int, default=metrics.DEFAULT_REPEATS, show_default=True, help="Timed trials per size.")
+@click.option("--max-iters", type=int, default=metrics.DEFAULT_MAX_ITERS, show_default=True, help="Iterations cap.")
+@click.option("--min-iters", type=int, default=metrics.DEFAULT_MIN_ITERS, show_default=True, help="Iterations floor.")
+@click.option("--label", default=None, help="What the machine is, for the plot title and JSON.")
+@click.option("--timeout", type=float, default=3600, show_default=True, help="Seconds per job before it is stopped.")
+@click.pass_context
+def allreduce_command(
+    ctx: click.Context,
+    np: int,
+    min_size: str,
+    max_size: str,
+    output: Path,
+    contenders: tuple[str, ...],
+    cycle_time_sweep: str,
+    repeats: int,
+    max_iters: int,
+    min_iters: int,
+    label: str | None,
+    timeout: float,
+) -> int:
+    """Time allreduce of float32 buffers from --min-size to --max-size on NP ranks of this machine.
+
+    For each size: latency (us), algbw = bytes / time, busbw = algbw x 2(n-1)/n and the count of wrong results,
+    for Horovod's allreduce (MPI and Gloo controllers, at Horovod's defaults and at hvdtrain's tuned defaults),
+    mpi4py's Allreduce (MPI's own algorithm) and a numpy + mpi4py reference ring. Writes a table to stdout and
+    allreduce.json, allreduce.csv and allreduce.png under --output.
+    """
+    from hvdtrain.bench import allreduce, report
+
+    _check_np(np)
+    for name, value in (("--repeats", repeats), ("--max-iters", max_iters), ("--min-iters", min_iters)):
+        if value < 1:
+            raise click.UsageError(f"{name} must be >= 1, got {value}")
+    if min_iters > max_iters:
+        raise click.UsageError(f"--min-iters ({min_iters}) is larger than --max-iters ({max_iters})")
+    try:
+        low, high = metrics.parse_size(min_size), metrics.parse_size(max_size)
+        metrics.size_sweep(low, high)
+    except metrics.SizeError as exc:
+        return fail(str(exc))
+    cycles = parse_list(cycle_time_sweep, float, "--cycle-time-sweep")
+    try:
+        document = allreduce.run(
+            np,
+            low,
+            high,
+            output,
+            contenders=contenders or allreduce.CONTENDERS,
+            cycle_sweep_ms=cycles,
+            repeats=repeats,
+            max_iters=max_iters,
+            min_iters=min_iters,
+            label=label,
+            command_line=_reproduce(ctx),
+            timeout_s=timeout,
+        )
+    except LaunchError as exc:
+        return fail(str(exc))
+    except JobFailed as exc:
+        return _failed(str(exc))
+    click.echo(f"allreduce, np={np}, float32 - {document['label']}\n")
+    click.echo(report.allreduce_tables(document["rows"]))
+    click.echo(f"\nwrote {output / 'allreduce.json'}, {output / 'allreduce.csv'}, {output / 'allreduce.png'}")
+    return 0
+
+
+def _recipe_module(recipe: str) -> str:
+    """The module for RECIPE: ``synthetic`` or a registered recipe; UsageError otherwise."""
+    from hvdtrain.bench.scaling import SYNTHETIC, SYNTHETIC_MODULE
+    from hvdtrain.recipes import RECIPES
+
+    if recipe == SYNTHETIC:
+        return SYNTHETIC_MODULE
+    if recipe not in RECIPES:
+        known = ", ".join(sorted({SYNTHETIC, *RECIPES}))
+        raise click.UsageError(f"unknown recipe {recipe!r} (known: {known})")
+    return RECIPES[recipe]
+
+
+@bench.command(
+    "scaling",
+    context_settings={**CONTEXT, "ignore_unknown_options": True, "allow_interspersed_args": False},
+    short_help="A recipe's samples/s against ranks, tensor fusion, fp16 compression, cycle time.",
+    epilog="""\b
+Examples:
+  hvdtrain bench scaling -np 2 synthetic --model ResNet50 --image-size 32 --batch-size 8
+  hvdtrain bench scaling -np 2 synthetic --model small-layers --image-size 32 --batch-size 8
+  hvdtrain bench scaling -np 2 --no-knob-sweeps digits --epochs 3""",
+)
+@_np_option(2, "Largest number of ranks (np = 1..NP); knob sweeps run at NP.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for scaling.json/.csv/.png, raw/ and logs/ [default: runs/bench/scaling-RECIPE].",
+)
+@click.option("--repeats", type=int, default=3, show_default=True, help="Runs per setting (median reported).")
+@click.option(
+    "--fusion-thresholds-mb",
+    default=f"0,{tuning.TUNED_FUSION_THRESHOLD_MB}",
+    show_default=True,
+    help="Tensor-fusion settings to compare (0 = off; whole MiB).",
+)
+@click.option(
+    "--cycle-times-ms",
+    default="0.1,0.25,0.5,1,2,5",
+    show_default=True,
+    help="Cycle times to compare (ms).",
+)
+@click.option("--knob-sweeps/--no-knob-sweeps", default=True, help="Fusion, fp16 and cycle-time groups [default: on].")
+@click.option(
+    "--threads-per-rank",
+    type=int,
+    default=1,
+    show_default=True,
+    help="TensorFlow threads per rank (synthetic only).",
+)
+@click.option("--label", default=None, help="What the machine is, for the plot title and JSON.")
+@click.option("--timeout", type=float, default=1800, show_default=True, help="Seconds per run before it is stopped.")
+@click.argument("recipe")
+@click.argument("recipe_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def scaling_command(
+    ctx: click.Context,
+    np: int,
+    output: Path | None,
+    repeats: int,
+    fusion_thresholds_mb: str,
+    cycle_times_ms: str,
+    knob_sweeps: bool,
+    threads_per_rank: int,
+    label: str | None,
+    timeout: float,
+    recipe: str,
+    recipe_args: tuple[str, ...],
+) -> int:
+    """Throughput (samples/s) of RECIPE at np = 1..NP, scaling efficiency T_N / (N T_1), then at NP ranks: tensor
+    fusion off vs on, fp16 compression off vs on, and a cycle-time sweep.
+
+    RECIPE is 'synthetic' (python -m hvdtrain.recipes.synthetic) or a registered recipe; options after RECIPE go
+    to it. Writes tables to stdout and scaling.json, scaling.csv and scaling.png under --output.
+    """
+    from hvdtrain.bench import scaling
+
+    _check_np(np)
+    module = _recipe_module(recipe)
+    if repeats < 1:
+        raise click.UsageError(f"--repeats must be >= 1, got {repeats}")
+    if threads_per_rank < 1:
+        raise click.UsageError(f"--threads-per-rank must be >= 1, got {threads_per_rank}")
+    fusion = parse_list(fusion_thresholds_mb, float, "--fusion-thresholds-mb")
+    if any(f != int(f) for f in fusion):
+        raise click.UsageError("--fusion-thresholds-mb takes whole MiB (horovodrun's --fusion-threshold-mb)")
+    cycles = parse_list(cycle_times_ms, float, "--cycle-times-ms")
+    if knob_sweeps and (not fusion or not cycles):
+        raise click.UsageError("--fusion-thresholds-mb and --cycle-times-ms need at least one value each")
+    output = output or Path("runs/bench") / f"scaling-{recipe}"
+    try:
+        document = scaling.run(
+            recipe,
+            module,
+            recipe_args,
+            np,
+            output,
+            repeats=repeats,
+            fusion_thresholds_mb=fusion,
+            cycle_times_ms=cycles,
+            knob_sweeps=knob_sweeps,
+            threads=threads_per_rank,
+            label=label,
+            command_line=_reproduce(ctx),
+            timeout_s=timeout,
+        )
+    except LaunchError as exc:
+        return fail(str(exc))
+    except JobFailed as exc:
+        return _failed(str(exc))
+    click.echo(f"{recipe} {' '.join(recipe_args)}: samples/s over all ranks\n")
+    click.echo(scaling.tables(document["rows"]))
+    click.echo(f"\nwrote {output / 'scaling.json'}, {output / 'scaling.csv'}, {output / 'scaling.png'}")
+    return 0
+
+
+@bench.command(
+    "overhead",
+    context_settings=CONTEXT,
+    short_help="The mnist recipe's steps/s against a hand-written Horovod Keras script.",
+    epilog="""\b
+Examples:
+  hvdtrain bench overhead -np 2 --runs 5
+  hvdtrain bench overhead -np 2 --runs 5 --synthetic-data     (no mnist.npz: random data, MNIST's shapes)""",
+)
+@_np_option(2, "Ranks, all on this machine.")
+@click.option("--runs", type=int, default=5, show_default=True, help="Runs of each program (alternating).")
+@click.option("--epochs", type=int, default=3, show_default=True, help="Epochs per run (epochs 2..E are timed).")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Batch size per rank (the recipe's).")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder holding mnist.npz [default: ~/.keras/datasets].",
+)
+@click.option("--synthetic-data", is_flag=True, help="Write and use a random mnist.npz with MNIST's shapes.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/bench/overhead"),
+    show_default=True,
+    help="Folder for overhead.json/.csv and logs/.",
+)
+@click.option("--label", default=None, help="What the machine is, for the JSON.")
+@click.option("--timeout", type=float, default=1800, show_default=True, help="Seconds per run before it is stopped.")
+@click.pass_context
+def overhead_command(
+    ctx: click.Context,
+    np: int,
+    runs: int,
+    epochs: int,
+    batch_size: int,
+    data_dir: Path | None,
+    synthetic_data: bool,
+    output: Path,
+    label: str | None,
+    timeout: float,
+) -> int:
+    """Run the mnist recipe and the same training hand-written with plain Horovod Keras
+    (hvdtrain/bench/baseline_mnist.py) alternately, RUNS times each; report steps/s and the median ratio."""
+    from hvdtrain.bench import overhead
+
+    _check_np(np)
+    for name, value, low in (("--runs", runs, 1), ("--epochs", epochs, 2), ("--batch-size", batch_size, 1)):
+        if value < low:
+            raise click.UsageError(f"{name} must be >= {low}, got {value}")
+    if synthetic_data:
+        if data_dir is not None:
+            raise click.UsageError("--synthetic-data writes its own file; leave out --data-dir")
+        data_dir = output / "data"
+        if not (data_dir / "mnist.npz").exists():
+            overhead.write_synthetic_mnist(data_dir / "mnist.npz")
+    else:
+        data_dir = data_dir or Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
+        if not (data_dir / "mnist.npz").exists():
+            return fail(f"{data_dir / 'mnist.npz'} not found: put the Keras mnist.npz there, or pass --synthetic-data")
+    try:
+        document = overhead.run(
+            np, runs, epochs, batch_size, data_dir, output, label=label, command_line=_reproduce(ctx), timeout_s=timeout
+        )
+    except LaunchError as exc:
+        return fail(str(exc))
+    except JobFailed as exc:
+        return _failed(str(exc))
+    click.echo(overhead.table(document))
+    click.echo("\n" + overhead.summary_line(document))
+    click.echo(f"wrote {output / 'overhead.json'}, {output / 'overhead.csv'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m hvdtrain.bench``: the group alone, exiting with its code."""
+    code = run_cli(bench, argv, prog_name="python -m hvdtrain.bench")
+    sys.exit(code if isinstance(code, int) else 0)

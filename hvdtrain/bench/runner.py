@@ -1,0 +1,143 @@
+"""Run one launched job for a benchmark: full output to a log file, progress lines to stderr, a time limit.
+
+Pure Python: imports neither TensorFlow nor Horovod.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import click
+
+from hvdtrain.launch import LaunchCommand
+
+PROGRESS_MARK = "hvdtrain-bench: "  # the per-rank programs prefix their progress lines with this
+QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+TAIL_LINES = 15
+_LAUNCHER_TAG = re.compile(r"\[\d+(,\d+)?\]<std(out|err)>:")  # mpirun --tag-output / horovodrun prefixes
+
+
+class JobFailed(RuntimeError):
+    """A launched job exited non-zero or ran out of time; the message is one line."""
+
+
+def running_as_root() -> bool:
+    """Open MPI needs --allow-run-as-root (or its variables) for root."""
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def find_program(program: str) -> str | None:
+    """``program`` on PATH, else beside this Python (an unactivated virtual environment's horovodrun)."""
+    return shutil.which(program) or shutil.which(program, path=str(Path(sys.executable).parent))
+
+
+def say(message: str) -> None:
+    """A progress line on stderr."""
+    click.echo(message, err=True)
+
+
+def _terminate(process: subprocess.Popen) -> None:
+    """Stop the job's whole process group (the launcher and the ranks it started)."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    except OSError:
+        process.kill()
+
+
+def run_job(
+    command: LaunchCommand,
+    log_path: Path,
+    timeout_s: float,
+    progress: Callable[[str], None] = say,
+    env: dict[str, str] | None = None,
+) -> None:
+    """Run ``command`` to the end; raise JobFailed (with the log's tail on stderr) if it fails or times out.
+
+    Lines carrying :data:`PROGRESS_MARK` are passed to ``progress`` without the launcher's rank prefix.
+    """
+    executable = find_program(command.argv[0])
+    if executable is None:
+        raise JobFailed(f"{command.argv[0]} not found on PATH or in {Path(sys.executable).parent}")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    full_env = {**os.environ, **QUIET_ENV, **(env or {}), **command.env}
+    tail: list[str] = []
+    with log_path.open("w") as log:
+        log.write(command.shell_line() + "\n\n")
+        log.flush()
+        process = subprocess.Popen(
+            command.argv,
+            executable=executable,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            start_new_session=True,  # its own process group, so a timeout stops every rank
+        )
+        timed_out = threading.Event()
+
+        def expire() -> None:
+            timed_out.set()
+            _terminate(process)
+
+        timer = threading.Timer(timeout_s, expire)
+        timer.start()
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                log.write(line)
+                tail = (tail + [line.rstrip("\n")])[-TAIL_LINES:]
+                at = line.find(PROGRESS_MARK)
+                if at >= 0:
+                    text = _LAUNCHER_TAG.sub("", line[at + len(PROGRESS_MARK) :]).rstrip()
+                    progress("  " + text)
+            code = process.wait()
+        except KeyboardInterrupt:
+            _terminate(process)
+            raise
+        finally:
+            timer.cancel()
+    if timed_out.is_set():
+        raise JobFailed(f"timed out after {timeout_s:.0f} s; full output in {log_path}")
+    if code != 0:
+        for line in tail:
+            click.echo(f"  | {line}", err=True)
+        raise JobFailed(f"exited with code {code}; full output in {log_path}")
+
+
+def parse_list(text: str, kind: Callable[[str], float], name: str) -> list[float]:
+    """``"0.1,0.5,1"`` -> [0.1, 0.5, 1.0]; raise click.BadParameter with one line."""
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            value = kind(part)
+        except ValueError:
+            raise click.BadParameter(f"{part!r} is not a number", param_hint=name) from None
+        if value < 0:
+            raise click.BadParameter(f"{part} must be >= 0", param_hint=name)
+        values.append(value)
+    return values
+
+
+def reproduce_line(prog: str, argv: Sequence[str]) -> str:
+    """The command line that reproduces a run, for the JSON and the docs."""
+    import shlex
+
+    return " ".join([prog, *(shlex.quote(a) for a in argv)])
