@@ -28,6 +28,7 @@ from click.shell_completion import get_completion_class
 
 from hvdtrain import __version__
 from hvdtrain.config import ConfigError, TrainConfig
+from hvdtrain.doctor import controller_problem, report
 from hvdtrain.hosts import HostfileError, check_hostfile, format_hostfile, parse_hostfile, total_slots
 from hvdtrain.launch import LaunchCommand, LaunchError, LaunchSpec, build_command
 from hvdtrain.launch_config import (
@@ -336,6 +337,15 @@ SHOW_HELP = """Print the merged configuration of the {name} recipe as TOML, each
 Layers: recipe defaults < --config FILE < command line. The output is itself a valid preset."""
 
 
+def _controller_needed(spec: LaunchSpec) -> str | None:
+    """The Horovod controller a launch asks for explicitly (mpirun and --mpi: MPI; --gloo and --elastic: Gloo)."""
+    if spec.launcher == "mpirun" or spec.controller == "mpi":
+        return "mpi"
+    if spec.controller == "gloo" or spec.elastic is not None:
+        return "gloo"
+    return None
+
+
 def _build_run(name: str) -> click.Command:
     def callback(config: Path | None, dry_run: bool, **values: Any) -> int:
         try:
@@ -345,6 +355,9 @@ def _build_run(name: str) -> click.Command:
         if dry_run:
             click.echo(plan.command.shell_line())
             return 0
+        controller = _controller_needed(plan.spec)
+        if controller is not None and (problem := controller_problem(controller)) is not None:
+            return fail(problem)
         if plan.merged.launch.value.check_hosts:
             bad = unresolvable_hosts(plan.spec.hosts)
             if bad:
@@ -447,8 +460,6 @@ def hostfile_check(files: tuple[Path, ...]) -> int:
 @cli.command("check", short_help="Report Python, TensorFlow, Horovod build, MPI, GPUs, scheduler.")
 def check() -> int:
     """Report Python, TensorFlow, Horovod (version and build), MPI, GPUs and the scheduler; exit 1 if unusable."""
-    from hvdtrain.doctor import report
-
     lines, ok = report()
     for line in lines:
         click.echo(line)

@@ -28,6 +28,20 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def controller_problem(controller: str) -> str | None:
+    """Why Horovod cannot run the ``mpi`` or ``gloo`` controller here, or None when it can."""
+    try:
+        import horovod.tensorflow as hvd
+    except Exception as exc:  # noqa: BLE001 - a broken build raises anything
+        return f"Horovod is not usable: {_first_line(exc)} (re-run: make setup)"
+    built = hvd.mpi_built() if controller == "mpi" else hvd.gloo_built()
+    if built:
+        return None
+    other = "--gloo" if controller == "mpi" else "--mpi"
+    flag = "HOROVOD_WITH_MPI=1" if controller == "mpi" else "HOROVOD_WITH_GLOO=1"
+    return f"this Horovod was built without {controller.upper()}; use {other}, or rebuild Horovod with {flag}"
+
+
 def _horovod() -> tuple[list[tuple[str, str]], bool]:
     try:
         import horovod

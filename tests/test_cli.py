@@ -723,6 +723,7 @@ def fake_popen(monkeypatch: pytest.MonkeyPatch) -> type[FakePopen]:
     monkeypatch.setattr(FakePopen, "launches", [])
     monkeypatch.setattr(cli_module.subprocess, "Popen", FakePopen)
     monkeypatch.setattr(cli_module, "_find_program", lambda name: f"/opt/bin/{name}")
+    monkeypatch.setattr(cli_module, "controller_problem", lambda controller: None)  # no Horovod import here
     return FakePopen
 
 
@@ -846,3 +847,21 @@ def test_real_two_rank_run(launch: list[str], tmp_path: Path) -> None:
 
 def test_real_run_in_this_process(tmp_path: Path) -> None:
     assert_trained(run_real("run", "digits", "--epochs", "1", "--launcher", "none", cwd=tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("args", "controller"),
+    [(["--launcher", "mpirun"], "mpi"), (["--mpi"], "mpi"), (["--gloo"], "gloo"), (["--elastic"], "gloo")],
+)
+def test_a_controller_horovod_lacks_is_refused_before_launch(
+    monkeypatch: pytest.MonkeyPatch, fake_popen: type[FakePopen], args: list[str], controller: str
+) -> None:
+    asked: list[str] = []
+
+    def lacks(name: str) -> str:
+        asked.append(name)
+        return f"this Horovod was built without {name.upper()}"
+
+    monkeypatch.setattr(cli_module, "controller_problem", lacks)
+    assert_error(invoke("run", "digits", *args), f"built without {controller.upper()}")
+    assert asked == [controller] and fake_popen.launches == []

@@ -51,6 +51,8 @@ def load_data(config: TrainConfig, world: World) -> DataSplits:
     """Pixels scaled to [0, 1] with a channel axis; labels as integers."""
     data_dir = config.data_dir or default_data_dir()
     path = data_dir / FILE_NAME
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DataError(f"--data-dir {data_dir} is not a directory")
     fetch_on_rank0(world, path.exists, lambda: download(data_dir))
     raw = read_npz_splits(path)
     if raw.x_train.ndim != 3 or raw.x_train.shape[1:] != (28, 28):
