@@ -27,7 +27,7 @@ from typing import Any
 
 from hvdtrain import tuning
 from hvdtrain.bench import metrics, report
-from hvdtrain.bench.runner import JobFailed, run_job, running_as_root, say
+from hvdtrain.bench.runner import JobFailed, run_job, running_as_root, say, wait_for_idle
 from hvdtrain.launch import HorovodKnobs, LaunchSpec, build_command
 
 WORKER = "hvdtrain.bench.allreduce_worker"
@@ -107,6 +107,7 @@ def run(
     command_line: str = "",
     timeout_s: float = JOB_TIMEOUT_S,
     extra_worker_args: Sequence[str] = (),
+    wait_idle_s: float = 0.0,
 ) -> dict[str, Any]:
     """Run every job, merge, write JSON/CSV/PNG under ``output_dir``; return the merged document.
 
@@ -132,6 +133,7 @@ def run(
         raw.unlink(missing_ok=True)
         command = job_command(job, np, worker_args, raw)
         say(f"[{i}/{len(jobs)}] {job.name}: {command.shell_line()}")
+        quiet = wait_for_idle(wait_idle_s)
         try:
             run_job(command, output_dir / "logs" / f"{job.name}.log", timeout_s)
         except JobFailed as exc:
@@ -141,7 +143,7 @@ def run(
         document = json.loads(raw.read_text())
         rows += document["rows"]
         environments[job.name] = document.get("environment", {})
-        described.append(job.describe() | {"command": command.shell_line()})
+        described.append(job.describe() | {"command": command.shell_line(), "idle_before": quiet["idle"]})
 
     merged = {
         "benchmark": "allreduce",

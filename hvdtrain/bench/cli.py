@@ -87,6 +87,13 @@ Examples:
 @click.option("--max-iters", type=int, default=metrics.DEFAULT_MAX_ITERS, show_default=True, help="Iterations cap.")
 @click.option("--min-iters", type=int, default=metrics.DEFAULT_MIN_ITERS, show_default=True, help="Iterations floor.")
 @click.option("--label", default=None, help="What the machine is, for the plot title and JSON.")
+@click.option(
+    "--wait-idle",
+    type=float,
+    default=0,
+    metavar="SECONDS",
+    help="Before each job, wait up to SECONDS for the CPUs to be 90% idle (shared machines) [default: 0, no wait].",
+)
 @click.option("--timeout", type=float, default=3600, show_default=True, help="Seconds per job before it is stopped.")
 @click.pass_context
 def allreduce_command(
@@ -101,6 +108,7 @@ def allreduce_command(
     max_iters: int,
     min_iters: int,
     label: str | None,
+    wait_idle: float,
     timeout: float,
 ) -> int:
     """Time allreduce of float32 buffers from --min-size to --max-size on NP ranks of this machine.
@@ -138,6 +146,7 @@ def allreduce_command(
             label=label,
             command_line=_reproduce(ctx),
             timeout_s=timeout,
+            wait_idle_s=wait_idle,
         )
     except LaunchError as exc:
         return fail(str(exc))
@@ -202,6 +211,13 @@ Examples:
     help="TensorFlow threads per rank (synthetic only).",
 )
 @click.option("--label", default=None, help="What the machine is, for the plot title and JSON.")
+@click.option(
+    "--wait-idle",
+    type=float,
+    default=0,
+    metavar="SECONDS",
+    help="Before each job, wait up to SECONDS for the CPUs to be 90% idle (shared machines) [default: 0, no wait].",
+)
 @click.option("--timeout", type=float, default=1800, show_default=True, help="Seconds per run before it is stopped.")
 @click.argument("recipe")
 @click.argument("recipe_args", nargs=-1, type=click.UNPROCESSED)
@@ -216,6 +232,7 @@ def scaling_command(
     knob_sweeps: bool,
     threads_per_rank: int,
     label: str | None,
+    wait_idle: float,
     timeout: float,
     recipe: str,
     recipe_args: tuple[str, ...],
@@ -256,6 +273,7 @@ def scaling_command(
             label=label,
             command_line=_reproduce(ctx),
             timeout_s=timeout,
+            wait_idle_s=wait_idle,
         )
     except LaunchError as exc:
         return fail(str(exc))
@@ -296,6 +314,13 @@ Examples:
     help="Folder for overhead.json/.csv and logs/.",
 )
 @click.option("--label", default=None, help="What the machine is, for the JSON.")
+@click.option(
+    "--wait-idle",
+    type=float,
+    default=0,
+    metavar="SECONDS",
+    help="Before each job, wait up to SECONDS for the CPUs to be 90% idle (shared machines) [default: 0, no wait].",
+)
 @click.option("--timeout", type=float, default=1800, show_default=True, help="Seconds per run before it is stopped.")
 @click.pass_context
 def overhead_command(
@@ -308,6 +333,7 @@ def overhead_command(
     synthetic_data: bool,
     output: Path,
     label: str | None,
+    wait_idle: float,
     timeout: float,
 ) -> int:
     """Run the mnist recipe and the same training hand-written with plain Horovod Keras
@@ -330,7 +356,16 @@ def overhead_command(
             return fail(f"{data_dir / 'mnist.npz'} not found: put the Keras mnist.npz there, or pass --synthetic-data")
     try:
         document = overhead.run(
-            np, runs, epochs, batch_size, data_dir, output, label=label, command_line=_reproduce(ctx), timeout_s=timeout
+            np,
+            runs,
+            epochs,
+            batch_size,
+            data_dir,
+            output,
+            label=label,
+            command_line=_reproduce(ctx),
+            timeout_s=timeout,
+            wait_idle_s=wait_idle,
         )
     except LaunchError as exc:
         return fail(str(exc))

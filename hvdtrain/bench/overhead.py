@@ -13,6 +13,7 @@ Without the real ``mnist.npz``, ``--synthetic-data`` writes a random file with M
 from __future__ import annotations
 
 import datetime
+import os
 import re
 import statistics
 import sys
@@ -21,7 +22,7 @@ from typing import Any
 
 from hvdtrain import tuning
 from hvdtrain.bench import report
-from hvdtrain.bench.runner import JobFailed, run_job, running_as_root, say
+from hvdtrain.bench.runner import JobFailed, run_job, running_as_root, say, wait_for_idle
 from hvdtrain.launch import LaunchCommand, LaunchSpec, build_command
 
 RECIPE_MODULE = "hvdtrain.recipes.mnist"
@@ -78,6 +79,7 @@ def run(
     label: str | None = None,
     command_line: str = "",
     timeout_s: float = RUN_TIMEOUT_S,
+    wait_idle_s: float = 0.0,
 ) -> dict[str, Any]:
     """Alternate recipe and baseline ``runs`` times each; write overhead.{json,csv}; return the document."""
     programs = {"recipe": RECIPE_MODULE, "baseline": BASELINE_MODULE}
@@ -88,14 +90,17 @@ def run(
         order = ("recipe", "baseline") if i % 2 == 0 else ("baseline", "recipe")
         for position, name in enumerate(order):
             log_path = output_dir / "logs" / f"{name}-run{i + 1}.log"
+            quiet = wait_for_idle(wait_idle_s)
             try:
                 run_job(commands[name], log_path, timeout_s)
                 rate = read_samples_per_sec(log_path)
             except JobFailed as exc:
                 raise JobFailed(f"{name} run {i + 1}: {exc}") from None
             steps = rate / (batch_size * np)
+            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
             rows.append(
                 {"run": i + 1, "program": name, "order": position + 1, "samples_per_sec": rate, "steps_per_sec": steps}
+                | {"idle_before": quiet["idle"], "loadavg_1min_after": load}
             )
             say(f"[run {i + 1}/{runs}] {name:<8} {rate:9.1f} samples/s  {steps:7.2f} steps/s")
 

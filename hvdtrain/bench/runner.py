@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -25,8 +26,51 @@ TAIL_LINES = 15
 _LAUNCHER_TAG = re.compile(r"\[\d+(,\d+)?\]<std(out|err)>:")  # mpirun --tag-output / horovodrun prefixes
 
 
+IDLE_THRESHOLD = 0.9  # fraction of CPU time idle that counts as a quiet machine
+IDLE_WINDOW_S = 2.0
+
+
 class JobFailed(RuntimeError):
     """A launched job exited non-zero or ran out of time; the message is one line."""
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    """(idle, total) jiffies over all CPUs from /proc/stat; None where there is no /proc."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return fields[3] + fields[4], sum(fields)  # idle + iowait, user..steal
+
+
+def idle_fraction(window_s: float = IDLE_WINDOW_S) -> float | None:
+    """The fraction of CPU time spent idle over the next ``window_s`` seconds (None if unknown)."""
+    before = _cpu_times()
+    time.sleep(window_s)
+    after = _cpu_times()
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
+def wait_for_idle(max_wait_s: float, threshold: float = IDLE_THRESHOLD) -> dict[str, float | None]:
+    """Wait (at most ``max_wait_s``) until the CPUs are ``threshold`` idle; for shared machines, where other
+    people's jobs would otherwise land in the middle of a measurement. Returns the wait and the idle fraction seen."""
+    if max_wait_s <= 0:
+        return {"waited_s": 0.0, "idle": None}
+    start, told = time.monotonic(), False
+    while True:
+        idle = idle_fraction()
+        waited = time.monotonic() - start
+        if idle is None or idle >= threshold or waited >= max_wait_s:
+            if told:
+                quiet = idle is not None and idle >= threshold
+                say(f"  ... {'idle' if quiet else 'gave up waiting'} after {waited:.0f} s")
+            return {"waited_s": waited, "idle": idle}
+        if not told:
+            say(f"  waiting up to {max_wait_s:.0f} s for the CPUs to be {threshold:.0%} idle (now {idle:.0%})")
+            told = True
 
 
 def running_as_root() -> bool:
@@ -94,8 +138,13 @@ def run_job(
             timed_out.set()
             _terminate(process)
 
+        def stop(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt  # the finally below stops the job's ranks too
+
         timer = threading.Timer(timeout_s, expire)
         timer.start()
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, stop) if in_main else None
         try:
             assert process.stdout is not None
             for line in process.stdout:
@@ -106,11 +155,13 @@ def run_job(
                     text = _LAUNCHER_TAG.sub("", line[at + len(PROGRESS_MARK) :]).rstrip()
                     progress("  " + text)
             code = process.wait()
-        except KeyboardInterrupt:
+        except BaseException:
             _terminate(process)
             raise
         finally:
             timer.cancel()
+            if in_main:
+                signal.signal(signal.SIGTERM, previous)
     if timed_out.is_set():
         raise JobFailed(f"timed out after {timeout_s:.0f} s; full output in {log_path}")
     if code != 0:

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import re
+import statistics
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -31,7 +33,7 @@ from typing import Any
 
 from hvdtrain import tuning
 from hvdtrain.bench import metrics, report
-from hvdtrain.bench.runner import JobFailed, run_job, running_as_root, say
+from hvdtrain.bench.runner import JobFailed, run_job, running_as_root, say, wait_for_idle
 from hvdtrain.launch import HorovodKnobs, LaunchCommand, LaunchSpec, build_command
 
 SYNTHETIC = "synthetic"
@@ -161,11 +163,13 @@ def run_command(
 
 
 def read_throughput(synthetic: bool, json_path: Path, log_path: Path) -> float:
-    """Global samples/s of a finished run."""
+    """Global samples/s of a finished run: for ``synthetic``, the median over its timed iterations x ranks (robust
+    to a burst of someone else's work in one iteration); for a training recipe, its logged mean over epochs."""
     if synthetic:
         if not json_path.exists():
             raise JobFailed(f"rank 0 wrote no {json_path}; see {log_path}")
-        return float(json.loads(json_path.read_text())["img_sec_total"])
+        result = json.loads(json_path.read_text())
+        return statistics.median(result["img_sec_per_rank_iters"]) * int(result["size"])
     found = _THROUGHPUT_RE.findall(log_path.read_text(errors="replace"))
     if not found:
         raise JobFailed(f"no 'throughput X +- Y samples/s' line in {log_path} (the recipe needs --epochs 2 or more)")
@@ -238,6 +242,7 @@ def run(
     label: str | None = None,
     command_line: str = "",
     timeout_s: float = RUN_TIMEOUT_S,
+    wait_idle_s: float = 0.0,
 ) -> dict[str, Any]:
     """Run every setting ``repeats`` times (interleaved), write scaling.{json,csv,png}; return the document."""
     synthetic = recipe == SYNTHETIC
@@ -250,6 +255,7 @@ def run(
     )
     runs: dict[Setting, list[float]] = {s: [] for s in settings}
     commands: dict[str, str] = {}
+    run_log: list[dict[str, Any]] = []
     done = 0
     for repeat in range(repeats):
         for setting in settings:
@@ -259,12 +265,18 @@ def run(
             json_path.unlink(missing_ok=True)
             command = run_command(setting, module, recipe_args, synthetic, threads, json_path)
             commands.setdefault(setting.key, command.shell_line())
+            quiet = wait_for_idle(wait_idle_s)
             try:
                 run_job(command, log_path, timeout_s)
                 value = read_throughput(synthetic, json_path, log_path)
             except JobFailed as exc:
                 raise JobFailed(f"{setting.describe()}: {exc}") from None
             runs[setting].append(value)
+            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+            run_log.append(
+                {"setting": setting.key, "run": repeat + 1, "samples_per_sec": value}
+                | {"idle_before": quiet["idle"], "loadavg_1min_after": load}
+            )
             say(f"[{done}/{total}] {setting.describe()} (run {repeat + 1}/{repeats}): {value:.1f} samples/s")
 
     rows = summarize(groups, runs)
@@ -279,6 +291,7 @@ def run(
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": command_line,
         "commands": commands,
+        "runs": run_log,
         "rows": rows,
     }
     output_dir.mkdir(parents=True, exist_ok=True)
