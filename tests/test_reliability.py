@@ -34,10 +34,15 @@ def job_processes(marker: Path) -> list[psutil.Process]:
     return found
 
 
-def kill_one_rank_after(launcher: str, out: Path, ckpt: Path, epoch_file: str) -> tuple[int, str, float]:
-    """Start a 2-rank job, SIGKILL one rank once ``epoch_file`` exists; (exit code, output, seconds to exit)."""
+def kill_one_rank_after(
+    launcher_args: list[str], out: Path, ckpt: Path, epoch_file: str, victim: int
+) -> tuple[int, str, float]:
+    """Start a 2-rank job, SIGKILL rank process ``victim`` once ``epoch_file`` exists.
+
+    Returns (exit code, output, seconds from the kill to the job's exit).
+    """
     job = subprocess.Popen(
-        launcher_argv(launcher, 2) + worker(out, ckpt),
+        launcher_args + worker(out, ckpt),
         env={**os.environ, **ROOT_ENV},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -51,7 +56,7 @@ def kill_one_rank_after(launcher: str, out: Path, ckpt: Path, epoch_file: str) -
             time.sleep(0.02)
         ranks = [p for p in job_processes(out) if "sync_worker.py" in " ".join(p.cmdline()[1:2])]
         assert len(ranks) == 2
-        ranks[-1].send_signal(signal.SIGKILL)
+        ranks[victim].send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
         output, _ = job.communicate(timeout=120)
         return job.returncode, output, time.monotonic() - killed_at
@@ -68,7 +73,8 @@ def test_kill_9_then_resume_matches_uninterrupted(tmp_path: Path, launcher: str)
     done = launch(launcher, 2, worker(straight, straight / "ckpt"))
     assert done.returncode == 0, done.stderr[-3000:]
 
-    code, output, seconds = kill_one_rank_after(launcher, broken, broken / "ckpt", "epoch-0003.npz")
+    launcher_args = launcher_argv(launcher, 2)
+    code, output, seconds = kill_one_rank_after(launcher_args, broken, broken / "ckpt", "epoch-0003.npz", victim=-1)
     assert code != 0 and seconds < 60
     assert "rank" in output and "exited on signal 9" in output, output[-2000:]
     assert job_processes(broken) == []
@@ -88,28 +94,11 @@ def test_kill_9_then_resume_matches_uninterrupted(tmp_path: Path, launcher: str)
 
 
 def test_killed_rank_under_horovodrun_gloo_ends_the_job(tmp_path: Path) -> None:
-    job = subprocess.Popen(
-        [*launcher_argv("horovodrun", 2), "--gloo", *worker(tmp_path, tmp_path / "ckpt")],
-        env={**os.environ, **ROOT_ENV},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        while not (tmp_path / "ckpt" / "epoch-0001.npz").exists():
-            assert job.poll() is None
-            time.sleep(0.02)
-        ranks = [p for p in job_processes(tmp_path) if "sync_worker.py" in " ".join(p.cmdline()[1:2])]
-        ranks[0].send_signal(signal.SIGKILL)
-        killed_at = time.monotonic()
-        output, _ = job.communicate(timeout=120)
-        assert job.returncode != 0 and time.monotonic() - killed_at < 60
-        assert "exit with status code 137" in output and "Process name:" in output
-        assert job_processes(tmp_path) == []
-    finally:
-        if job.poll() is None:
-            os.killpg(job.pid, signal.SIGKILL)
+    launcher = [*launcher_argv("horovodrun", 2), "--gloo"]
+    code, output, seconds = kill_one_rank_after(launcher, tmp_path, tmp_path / "ckpt", "epoch-0001.npz", victim=0)
+    assert code != 0 and seconds < 60
+    assert "exit with status code 137" in output and "Process name:" in output
+    assert job_processes(tmp_path) == []
 
 
 def test_resume_on_a_different_world_size_rescales_lr(tmp_path: Path) -> None:
