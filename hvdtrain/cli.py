@@ -27,6 +27,7 @@ import click
 from click.shell_completion import get_completion_class
 
 from hvdtrain import __version__
+from hvdtrain.bench.cli import bench
 from hvdtrain.config import ConfigError, TrainConfig
 from hvdtrain.doctor import controller_problem, report
 from hvdtrain.hosts import HostfileError, check_hostfile, format_hostfile, parse_hostfile, total_slots
@@ -455,6 +456,9 @@ def hostfile_check(files: tuple[Path, ...]) -> int:
         else:
             click.echo(f"{path}: {len(hosts)} hosts, {total_slots(hosts)} slots")
     return code
+
+
+cli.add_command(bench)
 
 
 @cli.command("check", short_help="Report Python, TensorFlow, Horovod build, MPI, GPUs, scheduler.")

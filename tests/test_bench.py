@@ -12,7 +12,7 @@ import pytest
 from conftest import PYTHON, WORKERS, error_lines, launch, run
 
 from hvdtrain import tuning
-from hvdtrain.bench import metrics, report, scaling
+from hvdtrain.bench import metrics, report, runner, scaling
 from hvdtrain.bench.cli import bench
 from hvdtrain.bench.metrics import AllreduceRow, SizeError
 from hvdtrain.bench.ring import chunk_bounds
@@ -189,6 +189,16 @@ def test_tuned_knobs() -> None:
     assert tuning.horovod_default_knobs() == HorovodKnobs(cycle_time_ms=1.0, fusion_threshold_mb=128)
 
 
+def test_mpi_yield_env_only_when_ranks_fill_the_cores() -> None:
+    assert tuning.mpi_yield_env(2, cores=2, env={}) == {"OMPI_MCA_mpi_yield_when_idle": "1"}
+    assert tuning.mpi_yield_env(1, cores=2, env={}) == {}
+    assert tuning.mpi_yield_env(4, cores=2, env={"OMPI_MCA_mpi_yield_when_idle": "0"}) == {}  # the user's choice
+
+
+def test_no_idle_wait_when_not_asked() -> None:
+    assert runner.wait_for_idle(0) == {"waited_s": 0.0, "idle": None}
+
+
 # --- bad input ---------------------------------------------------------------------------------------------------
 
 
@@ -203,6 +213,7 @@ def test_tuned_knobs() -> None:
         (["scaling", "nosuch"], "unknown recipe 'nosuch'"),
         (["scaling", "-np", "0", "synthetic"], "-np must be >= 1"),
         (["scaling", "--fusion-thresholds-mb", "0,1.5", "synthetic"], "whole MiB"),
+        (["scaling", "--env", "NOEQUALS", "synthetic"], "--env takes NAME=VALUE"),
         (["overhead", "--epochs", "1"], "--epochs must be >= 2"),
         (["overhead", "--data-dir", "/nonexistent"], "mnist.npz not found"),
     ],

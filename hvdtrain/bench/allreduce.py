@@ -20,7 +20,7 @@ import json
 import os
 import platform
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,7 +71,9 @@ def plan_jobs(contenders: Sequence[str], cycle_sweep_ms: Sequence[float] = ()) -
     return jobs
 
 
-def job_command(job: Job, np: int, worker_args: Sequence[str], output: Path) -> Any:
+def job_command(
+    job: Job, np: int, worker_args: Sequence[str], output: Path, extra_env: Mapping[str, str] | None = None
+) -> Any:
     """The LaunchCommand for ``job``: argv lists only, validated by build_command."""
     program = [sys.executable, "-m", WORKER, *(a for lib in job.libraries for a in ("--library", lib))]
     if "horovod" in job.libraries:
@@ -84,6 +86,7 @@ def job_command(job: Job, np: int, worker_args: Sequence[str], output: Path) -> 
         controller=job.controller,  # type: ignore[arg-type]
         knobs=job.knobs,
         allow_run_as_root=running_as_root(),
+        extra_env=dict(extra_env or {}),
     )
     return build_command(spec)
 
@@ -108,6 +111,7 @@ def run(
     timeout_s: float = JOB_TIMEOUT_S,
     extra_worker_args: Sequence[str] = (),
     wait_idle_s: float = 0.0,
+    extra_env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run every job, merge, write JSON/CSV/PNG under ``output_dir``; return the merged document.
 
@@ -131,19 +135,23 @@ def run(
     for i, job in enumerate(jobs, 1):
         raw = output_dir / "raw" / f"{job.name}.json"
         raw.unlink(missing_ok=True)
-        command = job_command(job, np, worker_args, raw)
+        command = job_command(job, np, worker_args, raw, extra_env)
         say(f"[{i}/{len(jobs)}] {job.name}: {command.shell_line()}")
         quiet = wait_for_idle(wait_idle_s)
         try:
-            run_job(command, output_dir / "logs" / f"{job.name}.log", timeout_s)
+            stats = run_job(command, output_dir / "logs" / f"{job.name}.log", timeout_s)
         except JobFailed as exc:
             raise JobFailed(f"{job.name}: {exc}") from None
         if not raw.exists():
             raise JobFailed(f"{job.name}: rank 0 wrote no {raw}")
+        if stats["others_cpu"] is not None:
+            say(
+                f"  {job.name} took {stats['wall_s']:.0f} s; other processes used {stats['others_cpu']:.0%} of the CPUs"
+            )
         document = json.loads(raw.read_text())
         rows += document["rows"]
         environments[job.name] = document.get("environment", {})
-        described.append(job.describe() | {"command": command.shell_line(), "idle_before": quiet["idle"]})
+        described.append(job.describe() | {"command": command.shell_line(), "idle_before": quiet["idle"], **stats})
 
     merged = {
         "benchmark": "allreduce",
@@ -152,6 +160,7 @@ def run(
         "dtype": "float32",
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": command_line,
+        "extra_env": dict(extra_env or {}),
         "method": {
             "latency": "median over trials of (time of `iters` back-to-back allreduces / iters) on the slowest rank",
             "algbw_gbs": "size_bytes / latency / 1e9",

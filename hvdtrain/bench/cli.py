@@ -40,6 +40,17 @@ def _reproduce(ctx: click.Context) -> str:
     return " ".join([ctx.command_path, *(shlex.quote(a) for a in rest)])
 
 
+def _parse_env(items: Sequence[str]) -> dict[str, str]:
+    """``NAME=VALUE`` items -> a dict (names are checked again by build_command)."""
+    env = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.UsageError(f"--env takes NAME=VALUE, got {item!r}")
+        env[name] = value
+    return env
+
+
 def _np_option(default: int, help_text: str) -> click.Option:
     return click.option("-np", "--num-proc", "np", type=int, default=default, show_default=True, help=help_text)
 
@@ -88,6 +99,13 @@ Examples:
 @click.option("--min-iters", type=int, default=metrics.DEFAULT_MIN_ITERS, show_default=True, help="Iterations floor.")
 @click.option("--label", default=None, help="What the machine is, for the plot title and JSON.")
 @click.option(
+    "--env",
+    "env_items",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Extra environment for every rank (repeatable), e.g. OMPI_MCA_mpi_yield_when_idle=1.",
+)
+@click.option(
     "--wait-idle",
     type=float,
     default=0,
@@ -108,6 +126,7 @@ def allreduce_command(
     max_iters: int,
     min_iters: int,
     label: str | None,
+    env_items: tuple[str, ...],
     wait_idle: float,
     timeout: float,
 ) -> int:
@@ -147,6 +166,7 @@ def allreduce_command(
             command_line=_reproduce(ctx),
             timeout_s=timeout,
             wait_idle_s=wait_idle,
+            extra_env=_parse_env(env_items),
         )
     except LaunchError as exc:
         return fail(str(exc))
@@ -212,6 +232,13 @@ Examples:
 )
 @click.option("--label", default=None, help="What the machine is, for the plot title and JSON.")
 @click.option(
+    "--env",
+    "env_items",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Extra environment for every rank (repeatable), e.g. OMPI_MCA_mpi_yield_when_idle=1.",
+)
+@click.option(
     "--wait-idle",
     type=float,
     default=0,
@@ -232,6 +259,7 @@ def scaling_command(
     knob_sweeps: bool,
     threads_per_rank: int,
     label: str | None,
+    env_items: tuple[str, ...],
     wait_idle: float,
     timeout: float,
     recipe: str,
@@ -274,6 +302,7 @@ def scaling_command(
             command_line=_reproduce(ctx),
             timeout_s=timeout,
             wait_idle_s=wait_idle,
+            extra_env=_parse_env(env_items),
         )
     except LaunchError as exc:
         return fail(str(exc))

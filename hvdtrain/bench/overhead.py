@@ -13,7 +13,6 @@ Without the real ``mnist.npz``, ``--synthetic-data`` writes a random file with M
 from __future__ import annotations
 
 import datetime
-import os
 import re
 import statistics
 import sys
@@ -92,17 +91,18 @@ def run(
             log_path = output_dir / "logs" / f"{name}-run{i + 1}.log"
             quiet = wait_for_idle(wait_idle_s)
             try:
-                run_job(commands[name], log_path, timeout_s)
+                stats = run_job(commands[name], log_path, timeout_s)
                 rate = read_samples_per_sec(log_path)
             except JobFailed as exc:
                 raise JobFailed(f"{name} run {i + 1}: {exc}") from None
             steps = rate / (batch_size * np)
-            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
             rows.append(
                 {"run": i + 1, "program": name, "order": position + 1, "samples_per_sec": rate, "steps_per_sec": steps}
-                | {"idle_before": quiet["idle"], "loadavg_1min_after": load}
+                | {"idle_before": quiet["idle"], **stats}
             )
-            say(f"[run {i + 1}/{runs}] {name:<8} {rate:9.1f} samples/s  {steps:7.2f} steps/s")
+            others = stats["others_cpu"]
+            note = "" if others is None else f"  (others used {others:.0%} of the CPUs)"
+            say(f"[run {i + 1}/{runs}] {name:<8} {rate:9.1f} samples/s  {steps:7.2f} steps/s{note}")
 
     def steps_of(name: str) -> list[float]:
         return [r["steps_per_sec"] for r in rows if r["program"] == name]

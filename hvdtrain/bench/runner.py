@@ -34,6 +34,22 @@ class JobFailed(RuntimeError):
     """A launched job exited non-zero or ran out of time; the message is one line."""
 
 
+def _children_cpu_s() -> float:
+    """CPU seconds used by this process's finished descendants (the launcher and its ranks, once reaped)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _busy_cpu_s() -> float | None:
+    """CPU seconds all processes on this machine have used since boot (from /proc/stat), None where unknown."""
+    times = _cpu_times()
+    if times is None:
+        return None
+    return (times[1] - times[0]) / os.sysconf("SC_CLK_TCK")
+
+
 def _cpu_times() -> tuple[int, int] | None:
     """(idle, total) jiffies over all CPUs from /proc/stat; None where there is no /proc."""
     try:
@@ -108,10 +124,12 @@ def run_job(
     timeout_s: float,
     progress: Callable[[str], None] = say,
     env: dict[str, str] | None = None,
-) -> None:
+) -> dict[str, float | None]:
     """Run ``command`` to the end; raise JobFailed (with the log's tail on stderr) if it fails or times out.
 
-    Lines carrying :data:`PROGRESS_MARK` are passed to ``progress`` without the launcher's rank prefix.
+    Lines carrying :data:`PROGRESS_MARK` are passed to ``progress`` without the launcher's rank prefix. Returns
+    ``wall_s`` and ``others_cpu``: the share of the machine's CPU time that other processes (not this job) used
+    while it ran, a measure of how disturbed the measurement was (None where /proc is missing).
     """
     executable = find_program(command.argv[0])
     if executable is None:
@@ -119,6 +137,7 @@ def run_job(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **QUIET_ENV, **(env or {}), **command.env}
     tail: list[str] = []
+    busy_before, ours_before, start = _busy_cpu_s(), _children_cpu_s(), time.monotonic()
     with log_path.open("w") as log:
         log.write(command.shell_line() + "\n\n")
         log.flush()
@@ -168,6 +187,12 @@ def run_job(
         for line in tail:
             click.echo(f"  | {line}", err=True)
         raise JobFailed(f"exited with code {code}; full output in {log_path}")
+    wall = time.monotonic() - start
+    busy_after, ours = _busy_cpu_s(), _children_cpu_s() - ours_before
+    others = None
+    if busy_before is not None and busy_after is not None and wall > 0:
+        others = max(0.0, (busy_after - busy_before - ours) / (wall * (os.cpu_count() or 1)))
+    return {"wall_s": wall, "others_cpu": others}
 
 
 def parse_list(text: str, kind: Callable[[str], float], name: str) -> list[float]:

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import re
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +53,7 @@ CSV_COLUMNS = (
     "runs",
     "ratio",
     "ratio_meaning",
+    "others_cpu",
 )
 
 
@@ -140,7 +140,13 @@ def unique_settings(groups: Sequence[Group]) -> list[Setting]:
 
 
 def run_command(
-    setting: Setting, module: str, recipe_args: Sequence[str], synthetic: bool, threads: int | None, json_path: Path
+    setting: Setting,
+    module: str,
+    recipe_args: Sequence[str],
+    synthetic: bool,
+    threads: int | None,
+    json_path: Path,
+    extra_env: Mapping[str, str] | None = None,
 ) -> LaunchCommand:
     """horovodrun for one run of ``setting`` (argv lists only)."""
     program = [sys.executable, "-m", module, *recipe_args]
@@ -158,6 +164,7 @@ def run_command(
         controller="mpi",
         knobs=knobs,
         allow_run_as_root=running_as_root(),
+        extra_env=dict(extra_env or {}),
     )
     return build_command(spec)
 
@@ -176,8 +183,16 @@ def read_throughput(synthetic: bool, json_path: Path, log_path: Path) -> float:
     return float(found[-1][0])
 
 
-def summarize(groups: Sequence[Group], runs: dict[Setting, list[float]]) -> list[dict[str, Any]]:
-    """One row per (group, item): median and spread of the runs, and the group's ratio column."""
+def _disturbance(stats: dict[str, float | None]) -> str:
+    others = stats.get("others_cpu")
+    return "" if others is None else f"  (other processes used {others:.0%} of the CPUs meanwhile)"
+
+
+def summarize(
+    groups: Sequence[Group], runs: dict[Setting, list[float]], others: dict[Setting, list[float]] | None = None
+) -> list[dict[str, Any]]:
+    """One row per (group, item): median and spread of the runs, the group's ratio column, and (when known) the
+    median share of the CPUs other processes used during the runs."""
     rows = []
     for group in groups:
         medians = [metrics.spread(runs[s])[0] for _, s in group.items]
@@ -202,6 +217,7 @@ def summarize(groups: Sequence[Group], runs: dict[Setting, list[float]]) -> list
                     "run_values": list(runs[setting]),
                     "ratio": ratio,
                     "ratio_meaning": group.ratio_meaning,
+                    "others_cpu": statistics.median(others[setting]) if others and others.get(setting) else None,
                 }
             )
     return rows
@@ -213,7 +229,7 @@ def tables(rows: Sequence[dict[str, Any]], markdown: bool = False) -> str:
     parts = []
     for group in dict.fromkeys(r["group"] for r in rows):
         mine = [r for r in rows if r["group"] == group]
-        headers = [group, "samples/s (median)", "min..max", "runs", mine[0]["ratio_meaning"]]
+        headers = [group, "samples/s (median)", "min..max", "runs", mine[0]["ratio_meaning"], "others' CPU"]
         body = [
             [
                 r["label"],
@@ -221,6 +237,7 @@ def tables(rows: Sequence[dict[str, Any]], markdown: bool = False) -> str:
                 f"{r['samples_per_sec_min']:.1f}..{r['samples_per_sec_max']:.1f}",
                 len(r["run_values"]),
                 f"{r['ratio']:.3f}",
+                "-" if r.get("others_cpu") is None else f"{r['others_cpu']:.0%}",
             ]
             for r in mine
         ]
@@ -243,6 +260,7 @@ def run(
     command_line: str = "",
     timeout_s: float = RUN_TIMEOUT_S,
     wait_idle_s: float = 0.0,
+    extra_env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run every setting ``repeats`` times (interleaved), write scaling.{json,csv,png}; return the document."""
     synthetic = recipe == SYNTHETIC
@@ -254,6 +272,7 @@ def run(
         f"output in {output_dir}"
     )
     runs: dict[Setting, list[float]] = {s: [] for s in settings}
+    others: dict[Setting, list[float]] = {s: [] for s in settings}
     commands: dict[str, str] = {}
     run_log: list[dict[str, Any]] = []
     done = 0
@@ -263,23 +282,27 @@ def run(
             stem = f"{setting.key}-run{repeat + 1}"
             json_path, log_path = output_dir / "raw" / f"{stem}.json", output_dir / "logs" / f"{stem}.log"
             json_path.unlink(missing_ok=True)
-            command = run_command(setting, module, recipe_args, synthetic, threads, json_path)
+            command = run_command(setting, module, recipe_args, synthetic, threads, json_path, extra_env)
             commands.setdefault(setting.key, command.shell_line())
             quiet = wait_for_idle(wait_idle_s)
             try:
-                run_job(command, log_path, timeout_s)
+                stats = run_job(command, log_path, timeout_s)
                 value = read_throughput(synthetic, json_path, log_path)
             except JobFailed as exc:
                 raise JobFailed(f"{setting.describe()}: {exc}") from None
             runs[setting].append(value)
-            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+            if stats["others_cpu"] is not None:
+                others[setting].append(stats["others_cpu"])
             run_log.append(
                 {"setting": setting.key, "run": repeat + 1, "samples_per_sec": value}
-                | {"idle_before": quiet["idle"], "loadavg_1min_after": load}
+                | {"idle_before": quiet["idle"], **stats}
             )
-            say(f"[{done}/{total}] {setting.describe()} (run {repeat + 1}/{repeats}): {value:.1f} samples/s")
+            say(
+                f"[{done}/{total}] {setting.describe()} (run {repeat + 1}/{repeats}): {value:.1f} samples/s"
+                + _disturbance(stats)
+            )
 
-    rows = summarize(groups, runs)
+    rows = summarize(groups, runs, others)
     document = {
         "benchmark": "scaling",
         "recipe": recipe,
@@ -287,6 +310,7 @@ def run(
         "label": label or "",
         "threads_per_rank": threads if synthetic else "back-end default (cores / local ranks)",
         "controller": "mpi",
+        "extra_env": dict(extra_env or {}),
         "repeats": repeats,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": command_line,
