@@ -27,7 +27,6 @@ import click
 from click.shell_completion import get_completion_class
 
 from hvdtrain import __version__
-from hvdtrain.bench.cli import bench
 from hvdtrain.config import ConfigError, TrainConfig
 from hvdtrain.doctor import controller_problem, report
 from hvdtrain.hosts import HostfileError, check_hostfile, format_hostfile, parse_hostfile, total_slots
@@ -458,7 +457,29 @@ def hostfile_check(files: tuple[Path, ...]) -> int:
     return code
 
 
-cli.add_command(bench)
+class _BenchGroup(click.Group):
+    """``hvdtrain bench``, imported only when used (the benchmarks import numpy; the light commands must not)."""
+
+    def _real(self) -> click.Group:
+        from hvdtrain.bench.cli import bench
+
+        return bench
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return self._real().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self._real().get_command(ctx, cmd_name)
+
+
+cli.add_command(
+    _BenchGroup(
+        "bench",
+        help="Benchmarks: allreduce collectives, a recipe's scaling and knobs, hvdtrain's overhead.",
+        short_help="Benchmarks: allreduce, scaling, overhead.",
+        context_settings=CONTEXT,
+    )
+)
 
 
 @cli.command("check", short_help="Report Python, TensorFlow, Horovod build, MPI, GPUs, scheduler.")
