@@ -20,6 +20,7 @@ from hvdtrain import tuning
 from hvdtrain.bench import metrics
 from hvdtrain.bench.allreduce import CONTENDERS
 from hvdtrain.bench.runner import JobFailed, parse_list
+from hvdtrain.bench.scaling import GROUPS
 from hvdtrain.launch import LaunchError
 from hvdtrain.options import fail, run_cli
 
@@ -222,7 +223,14 @@ Examples:
     show_default=True,
     help="Cycle times to compare (ms).",
 )
-@click.option("--knob-sweeps/--no-knob-sweeps", default=True, help="Fusion, fp16 and cycle-time groups [default: on].")
+@click.option(
+    "--groups",
+    "groups_text",
+    default=",".join(GROUPS),
+    show_default=True,
+    help="Which comparisons to run: ranks (np = 1..NP), fusion, fp16, cycle.",
+)
+@click.option("--no-knob-sweeps", is_flag=True, help="Shorthand for --groups ranks.")
 @click.option(
     "--threads-per-rank",
     type=int,
@@ -256,7 +264,8 @@ def scaling_command(
     repeats: int,
     fusion_thresholds_mb: str,
     cycle_times_ms: str,
-    knob_sweeps: bool,
+    groups_text: str,
+    no_knob_sweeps: bool,
     threads_per_rank: int,
     label: str | None,
     env_items: tuple[str, ...],
@@ -283,7 +292,11 @@ def scaling_command(
     if any(f != int(f) for f in fusion):
         raise click.UsageError("--fusion-thresholds-mb takes whole MiB (horovodrun's --fusion-threshold-mb)")
     cycles = parse_list(cycle_times_ms, float, "--cycle-times-ms")
-    if knob_sweeps and (not fusion or not cycles):
+    groups = ["ranks"] if no_knob_sweeps else [g.strip() for g in groups_text.split(",") if g.strip()]
+    unknown = sorted(set(groups) - set(GROUPS))
+    if unknown or not groups:
+        raise click.UsageError(f"--groups takes {', '.join(GROUPS)}; got {groups_text!r}")
+    if ("fusion" in groups and not fusion) or ("cycle" in groups and not cycles):
         raise click.UsageError("--fusion-thresholds-mb and --cycle-times-ms need at least one value each")
     output = output or Path("runs/bench") / f"scaling-{recipe}"
     try:
@@ -296,7 +309,7 @@ def scaling_command(
             repeats=repeats,
             fusion_thresholds_mb=fusion,
             cycle_times_ms=cycles,
-            knob_sweeps=knob_sweeps,
+            groups_wanted=groups,
             threads=threads_per_rank,
             label=label,
             command_line=_reproduce(ctx),

@@ -139,14 +139,15 @@ def plot_allreduce(rows: Sequence[Mapping[str, Any]], path: Path, title: str) ->
 
 
 def plot_bars(
-    groups: Sequence[tuple[str, Sequence[tuple[str, float, float]]]], path: Path, title: str, ylabel: str
+    groups: Sequence[tuple[str, Sequence[tuple[str, float, float, float]]]], path: Path, title: str, ylabel: str
 ) -> Path:
-    """One panel per group, bars of (label, value, error) each: the scaling and knob-sweep plot."""
+    """One panel per group, bars of (label, value, low, high) each, whiskers from low to high: the scaling plot."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 4.2), squeeze=False)
     for ax, (group, bars) in zip(axes[0], groups, strict=True):
         labels = [b[0] for b in bars]
-        ax.bar(range(len(bars)), [b[1] for b in bars], yerr=[b[2] for b in bars], capsize=3, color="tab:blue")
+        errors = [[b[1] - b[2] for b in bars], [b[3] - b[1] for b in bars]]
+        ax.bar(range(len(bars)), [b[1] for b in bars], yerr=errors, capsize=3, color="tab:blue")
         ax.set_xticks(range(len(bars)), labels, rotation=30, ha="right")
         ax.set_title(group, fontsize=10)
         ax.set_ylabel(ylabel)

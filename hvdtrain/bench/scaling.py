@@ -38,6 +38,7 @@ from hvdtrain.launch import HorovodKnobs, LaunchCommand, LaunchSpec, build_comma
 SYNTHETIC = "synthetic"
 SYNTHETIC_MODULE = "hvdtrain.recipes.synthetic"
 DEFAULT_CYCLE_TIMES_MS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+GROUPS = ("ranks", "fusion", "fp16", "cycle")
 RUN_TIMEOUT_S = 1800
 _THROUGHPUT_RE = re.compile(r"throughput (\d+(?:\.\d+)?) \+- (\d+(?:\.\d+)?) samples/s")
 CSV_COLUMNS = (
@@ -93,9 +94,10 @@ def plan_groups(
     max_np: int,
     fusion_thresholds_mb: Sequence[float],
     cycle_times_ms: Sequence[float],
-    knob_sweeps: bool = True,
+    wanted: Sequence[str] = GROUPS,
 ) -> list[Group]:
-    """The groups for ``max_np`` ranks (knob sweeps at np = max_np, other knobs at the tuned defaults)."""
+    """The ``wanted`` groups (names from GROUPS) for ``max_np`` ranks: knob sweeps at np = max_np, the other knobs
+    at the tuned defaults."""
     fusion, cycle = float(tuning.TUNED_FUSION_THRESHOLD_MB), float(tuning.TUNED_CYCLE_TIME_MS)
     groups = [
         Group(
@@ -104,8 +106,6 @@ def plan_groups(
             "efficiency T_N / (N T_1)",
         )
     ]
-    if not knob_sweeps:
-        return groups
     groups.append(
         Group(
             "tensor fusion",
@@ -131,7 +131,8 @@ def plan_groups(
             f"speed-up vs {reference}",
         )
     )
-    return groups
+    names = dict(zip(GROUPS, ("ranks", "tensor fusion", "fp16 compression", "cycle time"), strict=True))
+    return [g for g in groups if g.name in {names[w] for w in wanted}]
 
 
 def unique_settings(groups: Sequence[Group]) -> list[Setting]:
@@ -245,6 +246,22 @@ def tables(rows: Sequence[dict[str, Any]], markdown: bool = False) -> str:
     return "\n\n".join(parts)
 
 
+def plot(document: dict[str, Any], path: Path) -> Path:
+    """The groups side by side: median samples/s per setting, whiskers from the slowest to the fastest run."""
+    rows = document["rows"]
+    groups = [
+        (name, [(r["label"], r["samples_per_sec"], r["samples_per_sec_min"], r["samples_per_sec_max"]) for r in mine])
+        for name in dict.fromkeys(r["group"] for r in rows)
+        for mine in [[r for r in rows if r["group"] == name]]
+    ]
+    title = f"{document['recipe']} {' '.join(document['recipe_args'])}: samples/s (median; whiskers: min..max of runs)"
+    if document.get("extra_env"):
+        title += "\n" + " ".join(f"{k}={v}" for k, v in document["extra_env"].items())
+    if document.get("label"):
+        title += f"\n{document['label']}"
+    return report.plot_bars(groups, path, title, "samples/s (all ranks)")
+
+
 def run(
     recipe: str,
     module: str,
@@ -254,7 +271,7 @@ def run(
     repeats: int = 3,
     fusion_thresholds_mb: Sequence[float] = (0, tuning.TUNED_FUSION_THRESHOLD_MB),
     cycle_times_ms: Sequence[float] = DEFAULT_CYCLE_TIMES_MS,
-    knob_sweeps: bool = True,
+    groups_wanted: Sequence[str] = GROUPS,
     threads: int | None = 1,
     label: str | None = None,
     command_line: str = "",
@@ -264,7 +281,7 @@ def run(
 ) -> dict[str, Any]:
     """Run every setting ``repeats`` times (interleaved), write scaling.{json,csv,png}; return the document."""
     synthetic = recipe == SYNTHETIC
-    groups = plan_groups(max_np, fusion_thresholds_mb, cycle_times_ms, knob_sweeps)
+    groups = plan_groups(max_np, fusion_thresholds_mb, cycle_times_ms, groups_wanted)
     settings = unique_settings(groups)
     total = len(settings) * repeats
     say(
@@ -321,25 +338,5 @@ def run(
     output_dir.mkdir(parents=True, exist_ok=True)
     report.write_json(output_dir / "scaling.json", document)
     report.write_csv(output_dir / "scaling.csv", rows, CSV_COLUMNS)
-    bar_groups = [
-        (
-            group.name,
-            [
-                (
-                    r["label"],
-                    r["samples_per_sec"],
-                    max(
-                        r["samples_per_sec"] - r["samples_per_sec_min"], r["samples_per_sec_max"] - r["samples_per_sec"]
-                    ),
-                )
-                for r in rows
-                if r["group"] == group.name
-            ],
-        )
-        for group in groups
-    ]
-    title = f"{recipe} {' '.join(recipe_args)} - samples/s (median, bars: max deviation)"
-    if label:
-        title += f"\n{label}"
-    report.plot_bars(bar_groups, output_dir / "scaling.png", title, "samples/s (all ranks)")
+    plot(document, output_dir / "scaling.png")
     return document
