@@ -60,6 +60,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 _TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 _LAUNCH_FIELDS = tuple(f.name for f in dataclasses.fields(LaunchConfig))
 _ERRORS = (ConfigError, LaunchError, PresetError, RecipeError)
+LAUNCH_ERRORS = (ConfigError, LaunchError, PresetError)  # what merging, placing and building a launch can raise
 
 
 # --- click plumbing ----------------------------------------------------------------------------------------------
@@ -123,7 +124,8 @@ class RecipeGroup(click.Group):
     ) -> tuple[str | None, click.Command | None, list[str]]:
         """Like click's, with a message that lists the known recipes."""
         if args and args[0] not in RECIPES and not ctx.resilient_parsing:
-            raise click.UsageError(str(RecipeError(f"unknown recipe {args[0]!r} (known: {', '.join(recipe_names())})")))
+            hint = "; the throughput benchmark is: hvdtrain bench synthetic" if args[0] == "synthetic" else ""
+            raise click.UsageError(f"unknown recipe {args[0]!r} (known: {', '.join(recipe_names())}){hint}")
         return super().resolve_command(ctx, args)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -183,8 +185,7 @@ class Plan:
 def _merge(name: str, config_path: Path | None, values: dict[str, Any]) -> Merged:
     """Layer the recipe defaults, the preset and the command-line ``values``; raise a one-line error."""
     train_cli = {k: values.pop(k) for k in _TRAIN_FIELDS}
-    launch_cli = {k: values.pop(k) for k in _LAUNCH_FIELDS if k != "controller"}
-    launch_cli["controller"] = controller_from_flags(values.pop("gloo"), values.pop("mpi"))
+    launch_cli = launch_values(values)
     if values:
         raise AssertionError(f"unhandled options: {sorted(values)}")
     preset = load_preset(config_path) if config_path is not None else None
@@ -276,8 +277,7 @@ def _forward_sigterm(process: subprocess.Popen[bytes]) -> Callable[[], None]:
 
 
 def run_here(name: str, plan: Plan) -> int:
-    """``--launcher none``: train in this process, with the launch environment applied first."""
-    os.environ.update(plan.command.env)
+    """``--launcher none``: train in this process (the launch environment is already applied)."""
     try:
         recipe = load_recipe(name)
     except RecipeError as exc:
@@ -346,6 +346,29 @@ def _controller_needed(spec: LaunchSpec) -> str | None:
     return None
 
 
+def launch(spec: LaunchSpec, command: LaunchCommand, check_hosts: bool, here: Callable[[], int]) -> int:
+    """Check the controller and host names, then run ``command`` (``here()`` instead for ``--launcher none``)."""
+    controller = _controller_needed(spec)
+    if controller is not None and (problem := controller_problem(controller)) is not None:
+        return fail(problem)
+    if check_hosts:
+        bad = unresolvable_hosts(spec.hosts)
+        if bad:
+            shown = ", ".join(f"{host!r} ({why})" for host, why in bad)
+            return fail(f"cannot resolve host name(s) {shown}; fix -H/--hostfile or skip with --no-check-hosts")
+    if spec.launcher == "none":
+        os.environ.update(command.env)
+        return here()
+    return execute(command)
+
+
+def launch_values(values: dict[str, Any]) -> dict[str, Any]:
+    """Take the launch options' values out of a command's ``values`` (``--gloo``/``--mpi`` become the controller)."""
+    found = {k: values.pop(k) for k in _LAUNCH_FIELDS if k != "controller"}
+    found["controller"] = controller_from_flags(values.pop("gloo"), values.pop("mpi"))
+    return found
+
+
 def _build_run(name: str) -> click.Command:
     def callback(config: Path | None, dry_run: bool, **values: Any) -> int:
         try:
@@ -355,17 +378,7 @@ def _build_run(name: str) -> click.Command:
         if dry_run:
             click.echo(plan.command.shell_line())
             return 0
-        controller = _controller_needed(plan.spec)
-        if controller is not None and (problem := controller_problem(controller)) is not None:
-            return fail(problem)
-        if plan.merged.launch.value.check_hosts:
-            bad = unresolvable_hosts(plan.spec.hosts)
-            if bad:
-                shown = ", ".join(f"{host!r} ({why})" for host, why in bad)
-                return fail(f"cannot resolve host name(s) {shown}; fix -H/--hostfile or skip with --no-check-hosts")
-        if plan.spec.launcher == "none":
-            return run_here(name, plan)
-        return execute(plan.command)
+        return launch(plan.spec, plan.command, plan.merged.launch.value.check_hosts, lambda: run_here(name, plan))
 
     dry_run = click.Option(["--dry-run"], is_flag=True, help="Check everything, print the exact command, exit 0.")
     return _recipe_command(name, callback, RUN_HELP, [dry_run])

@@ -162,6 +162,11 @@ class LaunchConfig:
                 raise LaunchError("--elastic needs --launcher horovodrun")
             if self.controller == "mpi":
                 raise LaunchError("--elastic runs on the Gloo controller; drop --mpi")
+            if self.cycle_time_ms is not None and self.fusion_threshold_mb is not None:
+                raise LaunchError(
+                    "with --elastic give --cycle-time-ms or --fusion-threshold-mb, not both: with both set, Horovod "
+                    "0.28.1 crashes when a worker leaves"
+                )
             script = self.host_discovery_script
             if script is not None and (self.hosts is not None or self.hostfile is not None):
                 raise LaunchError("give elastic hosts by -H/--hostfile or by --host-discovery-script, not both")

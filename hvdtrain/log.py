@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
 
 LOGGER_NAME = "hvdtrain"
 
@@ -24,3 +25,10 @@ def setup_logging(rank: int, all_ranks: bool = False, level: int = logging.INFO)
 def get_logger() -> logging.Logger:
     """The package logger (configure it first with ``setup_logging``)."""
     return logging.getLogger(LOGGER_NAME)
+
+
+def log_defaults_applied(log: logging.Logger, applied: Mapping[str, str]) -> None:
+    """One line naming the environment variables hvdtrain set before ``hvd.init()`` (see ``hvdtrain.tuning``)."""
+    if applied:
+        settings = " ".join(f"{name}={value}" for name, value in sorted(applied.items()))
+        log.info("hvdtrain defaults (export a variable to override it): %s", settings)

@@ -21,7 +21,7 @@ from hvdtrain.backends import horovod_keras as backend
 from hvdtrain.backends.horovod_keras import World
 from hvdtrain.config import ConfigError, TrainConfig
 from hvdtrain.data import DataError, DataSplits, shard, steps_per_epoch
-from hvdtrain.log import setup_logging
+from hvdtrain.log import log_defaults_applied, setup_logging
 from hvdtrain.lr import scale_lr
 from hvdtrain.world_check import check_world_size
 
@@ -219,6 +219,7 @@ def train(recipe: Recipe, config: TrainConfig, comm: Any = None) -> TrainResult:
     config.validate()
     world = backend.init(comm)
     log = setup_logging(world.rank, config.log_all_ranks)
+    log_defaults_applied(log, world.defaults_applied)
     elastic = backend.is_elastic()
     if not elastic:
         check_world_size(world.size)

@@ -2,19 +2,22 @@
 
 Horovod 0.28.1's own defaults (``horovod/common/operations.cc``) are a 1 ms cycle time and a 128 MiB fusion threshold.
 Horovod's background thread sleeps until a cycle is over before it negotiates the tensors queued since, so a lone
-small allreduce waits most of a cycle: on the 2-core test machine that is about 1 ms per small allreduce at the
-default, and a model with many small gradients that arrive spread over the backward pass pays it again and again.
-The measurements (``hvdtrain bench allreduce`` and ``hvdtrain bench scaling synthetic --model small-layers``, both in
-``docs/benchmarks.md``) chose the values below. Users override either the usual way: ``HOROVOD_CYCLE_TIME`` /
-``HOROVOD_FUSION_THRESHOLD`` in the environment, horovodrun's ``--cycle-time-ms`` / ``--fusion-threshold-mb``, or
-``HorovodKnobs``. With ``HOROVOD_AUTOTUNE`` on, nothing is set, so Horovod's autotuner stays free to tune both.
+small allreduce takes roughly two cycles plus 0.1 ms: on the 2-core test machine 2.1 ms at the 1 ms default, 0.3 ms at
+0.1 ms and 0.19 ms at 0.05 ms (``hvdtrain bench allreduce --cycle-time-sweep``). A model with many small gradients
+that arrive spread over the backward pass pays that again and again: the many-small-layers model trained 1.04-1.2x
+faster at any cycle time from 0 to 0.25 ms than at 1 ms (``hvdtrain bench scaling``), and 0 ms keeps a core busy.
+The fusion threshold made no measurable difference to ResNet50 between 8 and 128 MiB, so hvdtrain takes half of
+Horovod's buffer. All of it is in ``docs/benchmarks.md``. Users override either the usual way: ``HOROVOD_CYCLE_TIME`` /
+``HOROVOD_FUSION_THRESHOLD`` in the environment, or horovodrun's / ``hvdtrain run``'s ``--cycle-time-ms`` /
+``--fusion-threshold-mb``. With ``HOROVOD_AUTOTUNE`` on, nothing is set, so Horovod's autotuner stays free to tune
+both. The back end applies them in every rank (:func:`apply_runtime_defaults`, called by ``backend.init()``), so they
+hold however the job was launched.
 
 Pure Python: imports neither TensorFlow nor Horovod.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping, MutableMapping
 
@@ -28,11 +31,12 @@ HOROVOD_DEFAULT_CYCLE_TIME_MS = 1.0
 HOROVOD_DEFAULT_FUSION_THRESHOLD_MB = 128
 
 # hvdtrain's defaults, measured in docs/benchmarks.md.
-TUNED_CYCLE_TIME_MS = 0.1
+TUNED_CYCLE_TIME_MS = 0.05
 TUNED_FUSION_THRESHOLD_MB = 64
 
 CYCLE_TIME_VAR = "HOROVOD_CYCLE_TIME"  # milliseconds, a float
 FUSION_THRESHOLD_VAR = "HOROVOD_FUSION_THRESHOLD"  # bytes, an integer; 0 disables tensor fusion
+ELASTIC_VAR = "HOROVOD_ELASTIC"  # "1" in the workers of horovodrun --elastic
 _OFF_SWITCHES = ("HOROVOD_AUTOTUNE",)  # when on, explicit values would pin what the autotuner tunes
 _FALSE = ("", "0", "false", "no", "off")
 
@@ -60,6 +64,10 @@ def apply_tuned_defaults(env: MutableMapping[str, str] | None = None) -> dict[st
     choice and is left alone, even when empty (Horovod reads an empty HOROVOD_CYCLE_TIME as 0). Nothing is set while
     HOROVOD_AUTOTUNE is on, and the cycle time is left to Horovod when HOROVOD_ENABLE_XLA_OPS is on (Horovod then
     defaults to 0). Returns what was set.
+
+    Under ``horovodrun --elastic`` (HOROVOD_ELASTIC=1) at most one of the two is ever set: with both set, Horovod
+    0.28.1's rank 0 crashes (segmentation fault) when a worker leaves (measured: tests/test_elastic.py). The
+    fusion threshold is left to Horovod there, and the cycle time too when the user set the fusion threshold.
     """
     env = os.environ if env is None else env
     if any(_on(env, name) for name in _OFF_SWITCHES):
@@ -67,44 +75,51 @@ def apply_tuned_defaults(env: MutableMapping[str, str] | None = None) -> dict[st
     chosen = {name: value for name, value in tuned_env().items() if name not in env}
     if _on(env, "HOROVOD_ENABLE_XLA_OPS"):
         chosen.pop(CYCLE_TIME_VAR, None)
+    if env.get(ELASTIC_VAR) == "1":
+        chosen.pop(FUSION_THRESHOLD_VAR, None)
+        if FUSION_THRESHOLD_VAR in env:
+            chosen.pop(CYCLE_TIME_VAR, None)
     env.update(chosen)
     return chosen
-
-
-def tuned_knobs(knobs: HorovodKnobs, env: Mapping[str, str] | None = None) -> HorovodKnobs:
-    """``knobs`` with the tuned cycle time and fusion threshold filled in where neither ``knobs`` nor ``env`` sets one.
-
-    For the launcher: horovodrun's flags override the environment it forwards, so a value the user exported is
-    respected by leaving the knob unset. Autotuning leaves both unset.
-    """
-    env = os.environ if env is None else env
-    if knobs.autotune or any(_on(env, name) for name in _OFF_SWITCHES):
-        return knobs
-    changes: dict[str, float] = {}
-    if knobs.cycle_time_ms is None and CYCLE_TIME_VAR not in env and not _on(env, "HOROVOD_ENABLE_XLA_OPS"):
-        changes["cycle_time_ms"] = TUNED_CYCLE_TIME_MS
-    if knobs.fusion_threshold_mb is None and FUSION_THRESHOLD_VAR not in env:
-        changes["fusion_threshold_mb"] = TUNED_FUSION_THRESHOLD_MB
-    return dataclasses.replace(knobs, **changes)
 
 
 MPI_YIELD_VAR = "OMPI_MCA_mpi_yield_when_idle"
 
 
-def mpi_yield_env(local_ranks: int, cores: int | None = None, env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``{OMPI_MCA_mpi_yield_when_idle: "1"}`` when a host runs as many ranks as it has cores (CPU training), else {}.
+def apply_mpi_yield(on_gpu: bool, env: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """Set ``OMPI_MCA_mpi_yield_when_idle=1`` in ``env`` (default ``os.environ``) for CPU training; return what was set.
 
-    Horovod's MPI controller negotiates every cycle, and Open MPI busy-polls while it waits: measured on the 2-core
-    machine, one of two idle ranks burns a whole core at any cycle time, stealing it from TensorFlow. Open MPI yields
-    on its own only when it sees more ranks than slots; a background thread per rank is invisible to it. Yielding
-    made the many-small-layers model ~1.8x faster at np=2 there (docs/benchmarks.md). Must reach the ranks before
-    MPI starts (``mpirun -x``, or ``os.environ`` before ``hvd.init()``); a value the user set is left alone.
+    Horovod's MPI controller negotiates every cycle, and Open MPI busy-polls while it waits, so on a CPU host the
+    background thread of each rank takes cycles from TensorFlow's threads. Open MPI yields on its own only when it
+    sees more ranks than slots; a background thread per rank is invisible to it. Yielding made the many-small-layers
+    model about twice as fast at np=2 on the 2-core test machine (docs/benchmarks.md). On GPU hosts spare cores are
+    the rule and busy-polling keeps latency low, so nothing is set. Call it before MPI starts (``hvd.init()``); a
+    value the user set is left alone.
     """
     env = os.environ if env is None else env
-    cores = cores if cores is not None else (os.cpu_count() or 1)
-    if MPI_YIELD_VAR in env or local_ranks < cores:
+    if on_gpu or MPI_YIELD_VAR in env:
         return {}
+    env[MPI_YIELD_VAR] = "1"
     return {MPI_YIELD_VAR: "1"}
+
+
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/kfd")  # NVIDIA's driver, AMD ROCm's
+
+
+def gpu_host() -> bool:
+    """Whether this host has a GPU driver loaded, judged from device files alone.
+
+    Asking TensorFlow (``tf.config.list_physical_devices``, even ``tf.test.is_built_with_cuda``) before
+    ``hvd.init()`` made rank 0 crash with a segmentation fault when an elastic job lost a worker (Horovod 0.28.1,
+    TF 2.15, Gloo; tests/test_elastic.py), so the back end decides without TensorFlow.
+    """
+    return any(os.path.exists(path) for path in GPU_DEVICE_FILES)
+
+
+def apply_runtime_defaults(on_gpu: bool, env: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """What hvdtrain sets before ``hvd.init()``: the tuned knobs and, on CPU, MPI yielding. Returns what was set."""
+    env = os.environ if env is None else env
+    return apply_tuned_defaults(env) | apply_mpi_yield(on_gpu, env)
 
 
 def horovod_default_knobs() -> HorovodKnobs:

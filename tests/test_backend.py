@@ -1,11 +1,13 @@
-"""The Horovod Keras back end's optimizer wrap and callback stack (no ranks launched: Horovod is not started)."""
+"""The Horovod Keras back end: optimizer wrap, callback stack, and the defaults init() sets before hvd.init()."""
 
 from __future__ import annotations
 
 import horovod.tensorflow.keras as hvd
 import pytest
 import tensorflow as tf
+from conftest import PYTHON, launcher_argv, run
 
+from hvdtrain import tuning
 from hvdtrain.backends import horovod_keras as backend
 from hvdtrain.config import ConfigError, TrainConfig
 
@@ -46,3 +48,22 @@ def test_callback_order_broadcast_then_average_then_lr() -> None:
     warmup, schedule = full[2:]
     assert warmup.initial_lr == schedule.initial_lr == 0.02
     assert schedule.start_epoch == 2 and schedule.multiplier(6.0) == pytest.approx(0.5)
+
+
+_SHOW_DEFAULTS = """
+import os
+from hvdtrain.backends import horovod_keras as backend
+world = backend.init()
+names = ("HOROVOD_CYCLE_TIME", "HOROVOD_FUSION_THRESHOLD", "OMPI_MCA_mpi_yield_when_idle")
+print(f"rank {world.rank}: applied {sorted(world.defaults_applied.items())} seen {[os.environ.get(n) for n in names]}")
+"""
+
+
+@pytest.mark.multiproc
+def test_init_sets_tuned_defaults_in_every_rank_unless_the_user_did() -> None:
+    fusion = str(tuning.TUNED_FUSION_THRESHOLD_MB * 1024 * 1024)
+    proc = run([*launcher_argv("mpirun", 2), PYTHON, "-c", _SHOW_DEFAULTS], env={"HOROVOD_CYCLE_TIME": "0.5"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for rank in (0, 1):
+        applied = [("HOROVOD_FUSION_THRESHOLD", fusion), ("OMPI_MCA_mpi_yield_when_idle", "1")]
+        assert f"rank {rank}: applied {applied} seen ['0.5', '{fusion}', '1']" in proc.stdout

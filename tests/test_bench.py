@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from hvdtrain.bench.metrics import AllreduceRow, SizeError
 from hvdtrain.bench.ring import chunk_bounds
 from hvdtrain.launch import HorovodKnobs
 from hvdtrain.options import run_cli
+from hvdtrain.recipes import synthetic
 
 # --- arithmetic ------------------------------------------------------------------------------------------------------
 
@@ -124,9 +127,9 @@ def test_ring_chunks_cover_the_buffer(count: int, n: int) -> None:
 
 
 def test_scaling_efficiency_and_ratios() -> None:
-    groups = scaling.plan_groups(2, [0, 64], [0.1, 1.0])
+    groups = scaling.plan_groups(2, [0, 64], [tuning.TUNED_CYCLE_TIME_MS, 1.0])
     settings = scaling.unique_settings(groups)
-    # np=2 at tuned knobs is shared by the ranks, fusion (64 = tuned), fp16 off and cycle 0.1 (= tuned) items.
+    # np=2 at tuned knobs is shared by the ranks, fusion (64 = tuned), fp16 off and tuned cycle items.
     assert len(settings) == 5
     runs = {s: [10.0, 12.0, 11.0] if s.np == 1 else [20.0, 19.0, 21.0] for s in settings}
     fusion_off = next(s for s in settings if s.fusion_threshold_mb == 0)
@@ -177,22 +180,31 @@ def test_apply_tuned_defaults_sets_only_what_is_unset() -> None:
     assert "HOROVOD_CYCLE_TIME" not in tuning.apply_tuned_defaults({"HOROVOD_ENABLE_XLA_OPS": "1"})
 
 
-def test_tuned_knobs() -> None:
-    filled = tuning.tuned_knobs(HorovodKnobs(), env={})
-    assert (filled.cycle_time_ms, filled.fusion_threshold_mb) == (
-        tuning.TUNED_CYCLE_TIME_MS,
-        tuning.TUNED_FUSION_THRESHOLD_MB,
-    )
-    mine = tuning.tuned_knobs(HorovodKnobs(cycle_time_ms=2.0), env={"HOROVOD_FUSION_THRESHOLD": "0"})
-    assert (mine.cycle_time_ms, mine.fusion_threshold_mb) == (2.0, None)
-    assert tuning.tuned_knobs(HorovodKnobs(autotune=True), env={}) == HorovodKnobs(autotune=True)
+def test_elastic_workers_never_get_both_knobs() -> None:
+    """Horovod 0.28.1 crashes on rank 0 when an elastic worker leaves while both knobs are set."""
+    cycle = {"HOROVOD_CYCLE_TIME": tuning.tuned_env()["HOROVOD_CYCLE_TIME"]}
+    assert tuning.apply_tuned_defaults({"HOROVOD_ELASTIC": "1"}) == cycle
+    assert tuning.apply_tuned_defaults({"HOROVOD_ELASTIC": "1", "HOROVOD_FUSION_THRESHOLD": "0"}) == {}
+    assert tuning.apply_tuned_defaults({"HOROVOD_ELASTIC": "1", "HOROVOD_CYCLE_TIME": "1"}) == {}
+
+
+def test_mpi_yield_only_for_cpu_training() -> None:
+    env: dict[str, str] = {}
+    assert tuning.apply_mpi_yield(on_gpu=False, env=env) == env == {"OMPI_MCA_mpi_yield_when_idle": "1"}
+    assert tuning.apply_mpi_yield(on_gpu=True, env={}) == {}  # GPU hosts keep busy-polling
+    mine = {"OMPI_MCA_mpi_yield_when_idle": "0"}
+    assert tuning.apply_mpi_yield(on_gpu=False, env=mine) == {} and mine["OMPI_MCA_mpi_yield_when_idle"] == "0"
+
+
+def test_runtime_defaults_combine_and_respect_the_user() -> None:
+    env = {"HOROVOD_CYCLE_TIME": "2"}
+    applied = tuning.apply_runtime_defaults(on_gpu=False, env=env)
+    assert applied == {
+        "HOROVOD_FUSION_THRESHOLD": str(tuning.TUNED_FUSION_THRESHOLD_MB * 1024 * 1024),
+        "OMPI_MCA_mpi_yield_when_idle": "1",
+    }
+    assert env["HOROVOD_CYCLE_TIME"] == "2"
     assert tuning.horovod_default_knobs() == HorovodKnobs(cycle_time_ms=1.0, fusion_threshold_mb=128)
-
-
-def test_mpi_yield_env_only_when_ranks_fill_the_cores() -> None:
-    assert tuning.mpi_yield_env(2, cores=2, env={}) == {"OMPI_MCA_mpi_yield_when_idle": "1"}
-    assert tuning.mpi_yield_env(1, cores=2, env={}) == {}
-    assert tuning.mpi_yield_env(4, cores=2, env={"OMPI_MCA_mpi_yield_when_idle": "0"}) == {}  # the user's choice
 
 
 def test_no_idle_wait_when_not_asked() -> None:
@@ -214,8 +226,13 @@ def test_no_idle_wait_when_not_asked() -> None:
         (["scaling", "-np", "0", "synthetic"], "-np must be >= 1"),
         (["scaling", "--fusion-thresholds-mb", "0,1.5", "synthetic"], "whole MiB"),
         (["scaling", "--env", "NOEQUALS", "synthetic"], "--env takes NAME=VALUE"),
+        (["scaling", "--groups", "ranks,speed", "synthetic"], "--groups takes ranks, fusion, fp16, cycle"),
         (["overhead", "--epochs", "1"], "--epochs must be >= 2"),
         (["overhead", "--data-dir", "/nonexistent"], "mnist.npz not found"),
+        (["synthetic", "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+        (["synthetic", "--launcher", "none", "--gloo"], "--gloo needs a launcher"),
+        (["synthetic", "--hostfile", "/nonexistent/hosts"], "/nonexistent/hosts"),
+        (["report", "/nonexistent.json"], "does not exist"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
@@ -242,7 +259,49 @@ def test_synthetic_recipe_writes_throughput(tmp_path: Path) -> None:
     assert result["img_sec_total"] == pytest.approx(result["img_sec_per_rank"])
 
 
+def test_synthetic_config_args_round_trip() -> None:
+    config = synthetic.SyntheticConfig(model="small-layers", image_size=32, fp16_allreduce=True, threads=2)
+    args = synthetic.config_args(config)
+    assert args == ["--model", "small-layers", "--image-size", "32", "--fp16-allreduce", "--threads", "2"]
+    parsed = synthetic.command.make_context("synthetic", list(args)).params
+    assert synthetic.SyntheticConfig(**parsed) == config
+    assert synthetic.config_args(synthetic.SyntheticConfig()) == []
+
+
+@pytest.mark.parametrize("launcher", ["horovodrun", "mpirun"])
+def test_bench_synthetic_builds_the_launch(launcher: str, capsys: pytest.CaptureFixture) -> None:
+    argv = ["synthetic", "-np", "2", "--launcher", launcher, "--model", "small-layers", "--fp16-allreduce"]
+    assert run_cli(bench, [*argv, "--cycle-time-ms", "0.5", "--dry-run"], prog_name="hvdtrain bench") == 0
+    words = shlex.split(capsys.readouterr().out.strip())
+    program = words[words.index(sys.executable) :]
+    assert program[3:] == ["--model", "small-layers", "--fp16-allreduce"]
+    assert program[:3] == [sys.executable, "-m", "hvdtrain.recipes.synthetic"]
+    assert launcher in words and words[words.index("-np") + 1] == "2"
+    if launcher == "horovodrun":
+        assert words[words.index("--cycle-time-ms") + 1] == "0.5"
+    else:
+        assert "HOROVOD_CYCLE_TIME=0.5" in words
+
+
+def test_report_rejects_files_that_are_not_results(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for name, text in (("broken.json", "{not json"), ("other.json", '{"rows": []}')):
+        (tmp_path / name).write_text(text)
+        assert run_cli(bench, ["report", str(tmp_path / name)], prog_name="hvdtrain bench") == 2
+        lines = error_lines(capsys.readouterr().err)
+        assert len(lines) == 1 and lines[0].startswith(f"hvdtrain: error: {tmp_path / name}: not"), lines
+
+
 # --- several ranks -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.multiproc
+def test_bench_synthetic_runs_two_ranks() -> None:
+    options = ["--model", "small-layers", "--depth", "3", "--width", "8", "--image-size", "8", "--batch-size", "4"]
+    options += ["--num-classes", "5", "--num-warmup-batches", "1", "--num-batches-per-iter", "2", "--num-iters", "2"]
+    done = run([PYTHON, "-m", "hvdtrain.bench", "synthetic", "-np", "2", *options])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Total img/sec on 2 rank(s):" in done.stdout
+    assert "hvdtrain defaults (export a variable to override it): HOROVOD_CYCLE_TIME=" in done.stderr
 
 
 @pytest.mark.multiproc
@@ -302,8 +361,15 @@ def test_allreduce_end_to_end_np2(tmp_path: Path) -> None:
     assert knobs["horovod-gloo-tuned"]["cycle_time_ms"] == tuning.TUNED_CYCLE_TIME_MS
     seen = document["environment"]["horovod-gloo-tuned"]["env"]  # what the ranks actually got
     assert float(seen["HOROVOD_CYCLE_TIME"]) == tuning.TUNED_CYCLE_TIME_MS
+    assert document["environment"]["horovod-mpi-tuned"]["env"]["OMPI_MCA_mpi_yield_when_idle"] == "1"
+    assert "OMPI_MCA_mpi_yield_when_idle" not in document["environment"]["horovod-mpi-default"]["env"]
 
     with (out / "allreduce.csv").open() as f:
         table = list(csv.DictReader(f))
     assert list(table[0]) == list(report.ALLREDUCE_CSV_COLUMNS) and len(table) == len(rows)
     assert (out / "allreduce.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    shown = run([PYTHON, "-m", "hvdtrain.bench", "report", str(out / "allreduce.json")])
+    assert shown.returncode == 0, shown.stderr
+    assert "bench allreduce -np 2 --max-size 1KiB" in shown.stdout  # the command that reproduces it
+    assert "| size | " + " | ".join(names) + " |" in shown.stdout and "| 1 KiB |" in shown.stdout

@@ -543,6 +543,11 @@ def test_show_accepts_recipe_options_only_once_validated() -> None:
     [
         (["run", "resnet"], "unknown recipe 'resnet' (known: digits, mnist"),
         (["show", "resnet"], "unknown recipe 'resnet' (known: digits, mnist"),
+        (["run", "synthetic"], "the throughput benchmark is: hvdtrain bench synthetic"),
+        (
+            ["run", "digits", "--elastic", "--cycle-time-ms", "1", "--fusion-threshold-mb", "32"],
+            "with --elastic give --cycle-time-ms or --fusion-threshold-mb, not both",
+        ),
         (["run"], "missing RECIPE (one of: digits, mnist"),
         (["show"], "missing RECIPE (one of: digits, mnist"),
         (["frobnicate"], "No such command 'frobnicate'"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import horovod.tensorflow as hvd_core
@@ -12,6 +12,7 @@ import horovod.tensorflow.keras as hvd
 import numpy as np
 import tensorflow as tf
 
+from hvdtrain import tuning
 from hvdtrain.config import ConfigError, TrainConfig
 from hvdtrain.lr import schedule_multiplier
 
@@ -26,6 +27,8 @@ class World:
     size: int
     local_rank: int
     local_size: int
+    # What hvdtrain set before hvd.init() because the user had not (tuning.apply_runtime_defaults).
+    defaults_applied: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def is_root(self) -> bool:
@@ -33,9 +36,14 @@ class World:
 
 
 def init(comm: Any = None) -> World:
-    """Start Horovod (optionally on an mpi4py communicator), pin one GPU per local rank or size CPU threads."""
+    """Start Horovod (optionally on an mpi4py communicator), pin one GPU per local rank or size CPU threads.
+
+    hvdtrain's tuned cycle time and fusion threshold, and MPI yielding on CPU hosts, go into the environment first
+    where the user has not set them (:mod:`hvdtrain.tuning`); ``World.defaults_applied`` says which.
+    """
+    applied = tuning.apply_runtime_defaults(on_gpu=tuning.gpu_host())  # no TensorFlow call before hvd.init()
     hvd.init(comm=comm) if comm is not None else hvd.init()
-    world = World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size())  # same as world(), at start
+    world = World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), applied)
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         for gpu in gpus:

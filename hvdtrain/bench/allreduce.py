@@ -6,7 +6,8 @@ Each contender runs in its own job on this machine (``-H localhost:N``), launche
 - ``mpi4py-Allreduce`` and ``ring-reference``: one ``mpirun`` job (MPI's own Allreduce, and the numpy + mpi4py ring
   of :mod:`hvdtrain.bench.ring`);
 - ``horovod-{mpi,gloo}-{default,tuned}``: ``horovodrun --mpi`` / ``--gloo``, once with Horovod's own defaults spelled
-  out (1 ms cycle, 128 MiB fusion) and once with hvdtrain's tuned defaults (:mod:`hvdtrain.tuning`);
+  out (1 ms cycle, 128 MiB fusion) and once with what hvdtrain's back end sets on a CPU host (:mod:`hvdtrain.tuning`:
+  the tuned cycle time and fusion threshold, and ``OMPI_MCA_mpi_yield_when_idle=1`` for the MPI controller);
 - optionally ``horovod-mpi-cycle-<t>ms``: a cycle-time sweep (``--cycle-time-sweep 0.1,0.5,1``).
 
 Rank 0 of each job writes ``DIR/raw/<job>.json``; the driver merges them into ``DIR/allreduce.{json,csv,png}`` and
@@ -17,17 +18,15 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
-import platform
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hvdtrain import tuning
 from hvdtrain.bench import metrics, report
-from hvdtrain.bench.runner import JobFailed, run_job, running_as_root, say, wait_for_idle
+from hvdtrain.bench.runner import JobFailed, machine_label, run_job, running_as_root, say, wait_for_idle
 from hvdtrain.launch import HorovodKnobs, LaunchSpec, build_command
 
 WORKER = "hvdtrain.bench.allreduce_worker"
@@ -46,28 +45,34 @@ class Job:
     launcher: str  # "mpirun" or "horovodrun"
     controller: str | None
     knobs: HorovodKnobs
+    env: Mapping[str, str] = field(default_factory=dict)  # for every rank, under the user's --env
 
     def describe(self) -> dict[str, Any]:
         knobs = {"cycle_time_ms": self.knobs.cycle_time_ms, "fusion_threshold_mb": self.knobs.fusion_threshold_mb}
         return {"job": self.name, "libraries": list(self.libraries), "launcher": self.launcher} | (
-            {"controller": self.controller, **knobs} if "horovod" in self.libraries else {}
+            {"controller": self.controller, **knobs, "env": dict(self.env)} if "horovod" in self.libraries else {}
         )
 
 
 def plan_jobs(contenders: Sequence[str], cycle_sweep_ms: Sequence[float] = ()) -> list[Job]:
     """The jobs for ``contenders`` (names from CONTENDERS) plus a Horovod-MPI cycle-time sweep."""
     jobs: list[Job] = []
+    tuned_mpi_env = {tuning.MPI_YIELD_VAR: "1"}  # what apply_mpi_yield sets on a CPU host
     mpi_libraries = tuple(lib for lib in ("mpi4py", "ring") if lib in contenders)
     if mpi_libraries:
         jobs.append(Job(MPI_JOB, mpi_libraries, "mpirun", None, HorovodKnobs()))
     for name in HOROVOD_CONTENDERS:
         if name in contenders:
             _, controller, setting = name.split("-")
-            knobs = tuning.horovod_default_knobs() if setting == "default" else tuning.hvdtrain_tuned_knobs()
-            jobs.append(Job(name, ("horovod",), "horovodrun", controller, knobs))
+            if setting == "default":
+                jobs.append(Job(name, ("horovod",), "horovodrun", controller, tuning.horovod_default_knobs()))
+            else:
+                env = tuned_mpi_env if controller == "mpi" else {}
+                jobs.append(Job(name, ("horovod",), "horovodrun", controller, tuning.hvdtrain_tuned_knobs(), env))
     for cycle in cycle_sweep_ms:
         knobs = HorovodKnobs(cycle_time_ms=cycle, fusion_threshold_mb=tuning.TUNED_FUSION_THRESHOLD_MB)
-        jobs.append(Job(f"horovod-mpi-cycle-{tuning.format_ms(cycle)}ms", ("horovod",), "horovodrun", "mpi", knobs))
+        name = f"horovod-mpi-cycle-{tuning.format_ms(cycle)}ms"
+        jobs.append(Job(name, ("horovod",), "horovodrun", "mpi", knobs, tuned_mpi_env))
     return jobs
 
 
@@ -86,14 +91,9 @@ def job_command(
         controller=job.controller,  # type: ignore[arg-type]
         knobs=job.knobs,
         allow_run_as_root=running_as_root(),
-        extra_env=dict(extra_env or {}),
+        extra_env={**job.env, **(extra_env or {})},
     )
     return build_command(spec)
-
-
-def machine_label() -> str:
-    """What the numbers were measured on, by default."""
-    return f"{os.cpu_count()}-core {platform.machine()} host, all ranks on one host (loopback / shared memory)"
 
 
 def run(

@@ -39,7 +39,13 @@ from hvdtrain.options import fail, run_cli
 
 LIBRARIES = ("mpi4py", "ring", "horovod")
 LIBRARY_NAMES = {"mpi4py": "mpi4py-Allreduce", "ring": "ring-reference"}
-_KNOB_VARIABLES = ("HOROVOD_CYCLE_TIME", "HOROVOD_FUSION_THRESHOLD", "HOROVOD_CONTROLLER", "HOROVOD_CPU_OPERATIONS")
+_KNOB_VARIABLES = (
+    "HOROVOD_CYCLE_TIME",
+    "HOROVOD_FUSION_THRESHOLD",
+    "HOROVOD_CONTROLLER",
+    "HOROVOD_CPU_OPERATIONS",
+    "OMPI_MCA_mpi_yield_when_idle",
+)
 
 
 @dataclass

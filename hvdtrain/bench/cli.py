@@ -1,4 +1,4 @@
-"""``hvdtrain bench``: the benchmark commands as a click group (``allreduce``, ``scaling``, ``overhead``).
+"""``hvdtrain bench``: the benchmark commands as a click group (``allreduce``, ``scaling``, ``overhead``, ``report``).
 
 Register it with ``cli.add_command(bench)``; until then ``python -m hvdtrain.bench ...`` runs the same commands.
 Bad input is one line ``hvdtrain: error: ...`` and exit code 2; a benchmark job that fails is one line and exit 1
@@ -8,11 +8,13 @@ machine and prints a progress line per job and per size or run on stderr; tables
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -31,6 +33,16 @@ EXIT_FAILED = 1
 def _failed(message: str) -> int:
     click.echo(f"hvdtrain: error: {message}", err=True)
     return EXIT_FAILED
+
+
+def _guarded(driver: Callable[[], dict[str, Any]]) -> dict[str, Any] | int:
+    """Run a benchmark driver: a launch problem is bad input (one line, exit 2), a failed job one line and exit 1."""
+    try:
+        return driver()
+    except LaunchError as exc:
+        return fail(str(exc))
+    except JobFailed as exc:
+        return _failed(str(exc))
 
 
 def _reproduce(ctx: click.Context) -> str:
@@ -54,6 +66,38 @@ def _parse_env(items: Sequence[str]) -> dict[str, str]:
 
 def _np_option(default: int, help_text: str) -> click.Option:
     return click.option("-np", "--num-proc", "np", type=int, default=default, show_default=True, help=help_text)
+
+
+def _machine_options(env: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--label, --env (when ``env``) and --wait-idle: what every benchmark command takes about the machine."""
+    options = [
+        click.option("--label", default=None, help="What the machine is, for the JSON and plot titles."),
+        click.option(
+            "--wait-idle",
+            type=float,
+            default=0,
+            metavar="SECONDS",
+            help="Before each job, wait up to SECONDS for the CPUs to be 90% idle (shared machines) [default: 0].",
+        ),
+    ]
+    if env:
+        options.insert(
+            1,
+            click.option(
+                "--env",
+                "env_items",
+                multiple=True,
+                metavar="NAME=VALUE",
+                help="Extra environment for every rank (repeatable), e.g. OMPI_MCA_mpi_yield_when_idle=1.",
+            ),
+        )
+
+    def apply(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
 
 
 def _check_np(np: int) -> None:
@@ -98,21 +142,7 @@ Examples:
 @click.option("--repeats", type=int, default=metrics.DEFAULT_REPEATS, show_default=True, help="Timed trials per size.")
 @click.option("--max-iters", type=int, default=metrics.DEFAULT_MAX_ITERS, show_default=True, help="Iterations cap.")
 @click.option("--min-iters", type=int, default=metrics.DEFAULT_MIN_ITERS, show_default=True, help="Iterations floor.")
-@click.option("--label", default=None, help="What the machine is, for the plot title and JSON.")
-@click.option(
-    "--env",
-    "env_items",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help="Extra environment for every rank (repeatable), e.g. OMPI_MCA_mpi_yield_when_idle=1.",
-)
-@click.option(
-    "--wait-idle",
-    type=float,
-    default=0,
-    metavar="SECONDS",
-    help="Before each job, wait up to SECONDS for the CPUs to be 90% idle (shared machines) [default: 0, no wait].",
-)
+@_machine_options(env=True)
 @click.option("--timeout", type=float, default=3600, show_default=True, help="Seconds per job before it is stopped.")
 @click.pass_context
 def allreduce_command(
@@ -152,8 +182,9 @@ def allreduce_command(
     except metrics.SizeError as exc:
         return fail(str(exc))
     cycles = parse_list(cycle_time_sweep, float, "--cycle-time-sweep")
-    try:
-        document = allreduce.run(
+    common = {"label": label, "command_line": _reproduce(ctx), "timeout_s": timeout, "wait_idle_s": wait_idle}
+    document = _guarded(
+        lambda: allreduce.run(
             np,
             low,
             high,
@@ -163,16 +194,12 @@ def allreduce_command(
             repeats=repeats,
             max_iters=max_iters,
             min_iters=min_iters,
-            label=label,
-            command_line=_reproduce(ctx),
-            timeout_s=timeout,
-            wait_idle_s=wait_idle,
             extra_env=_parse_env(env_items),
+            **common,
         )
-    except LaunchError as exc:
-        return fail(str(exc))
-    except JobFailed as exc:
-        return _failed(str(exc))
+    )
+    if isinstance(document, int):
+        return document
     click.echo(f"allreduce, np={np}, float32 - {document['label']}\n")
     click.echo(report.allreduce_tables(document["rows"]))
     click.echo(f"\nwrote {output / 'allreduce.json'}, {output / 'allreduce.csv'}, {output / 'allreduce.png'}")
@@ -219,7 +246,7 @@ Examples:
 )
 @click.option(
     "--cycle-times-ms",
-    default="0.1,0.25,0.5,1,2,5",
+    default="0.05,0.1,0.25,0.5,1,2",
     show_default=True,
     help="Cycle times to compare (ms).",
 )
@@ -238,21 +265,7 @@ Examples:
     show_default=True,
     help="TensorFlow threads per rank (synthetic only).",
 )
-@click.option("--label", default=None, help="What the machine is, for the plot title and JSON.")
-@click.option(
-    "--env",
-    "env_items",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help="Extra environment for every rank (repeatable), e.g. OMPI_MCA_mpi_yield_when_idle=1.",
-)
-@click.option(
-    "--wait-idle",
-    type=float,
-    default=0,
-    metavar="SECONDS",
-    help="Before each job, wait up to SECONDS for the CPUs to be 90% idle (shared machines) [default: 0, no wait].",
-)
+@_machine_options(env=True)
 @click.option("--timeout", type=float, default=1800, show_default=True, help="Seconds per run before it is stopped.")
 @click.argument("recipe")
 @click.argument("recipe_args", nargs=-1, type=click.UNPROCESSED)
@@ -299,8 +312,9 @@ def scaling_command(
     if ("fusion" in groups and not fusion) or ("cycle" in groups and not cycles):
         raise click.UsageError("--fusion-thresholds-mb and --cycle-times-ms need at least one value each")
     output = output or Path("runs/bench") / f"scaling-{recipe}"
-    try:
-        document = scaling.run(
+    common = {"label": label, "command_line": _reproduce(ctx), "timeout_s": timeout, "wait_idle_s": wait_idle}
+    document = _guarded(
+        lambda: scaling.run(
             recipe,
             module,
             recipe_args,
@@ -311,16 +325,12 @@ def scaling_command(
             cycle_times_ms=cycles,
             groups_wanted=groups,
             threads=threads_per_rank,
-            label=label,
-            command_line=_reproduce(ctx),
-            timeout_s=timeout,
-            wait_idle_s=wait_idle,
             extra_env=_parse_env(env_items),
+            **common,
         )
-    except LaunchError as exc:
-        return fail(str(exc))
-    except JobFailed as exc:
-        return _failed(str(exc))
+    )
+    if isinstance(document, int):
+        return document
     click.echo(f"{recipe} {' '.join(recipe_args)}: samples/s over all ranks\n")
     click.echo(scaling.tables(document["rows"]))
     click.echo(f"\nwrote {output / 'scaling.json'}, {output / 'scaling.csv'}, {output / 'scaling.png'}")
@@ -355,14 +365,7 @@ Examples:
     show_default=True,
     help="Folder for overhead.json/.csv and logs/.",
 )
-@click.option("--label", default=None, help="What the machine is, for the JSON.")
-@click.option(
-    "--wait-idle",
-    type=float,
-    default=0,
-    metavar="SECONDS",
-    help="Before each job, wait up to SECONDS for the CPUs to be 90% idle (shared machines) [default: 0, no wait].",
-)
+@_machine_options(env=False)
 @click.option("--timeout", type=float, default=1800, show_default=True, help="Seconds per run before it is stopped.")
 @click.pass_context
 def overhead_command(
@@ -396,26 +399,98 @@ def overhead_command(
         data_dir = data_dir or Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
         if not (data_dir / "mnist.npz").exists():
             return fail(f"{data_dir / 'mnist.npz'} not found: put the Keras mnist.npz there, or pass --synthetic-data")
-    try:
-        document = overhead.run(
-            np,
-            runs,
-            epochs,
-            batch_size,
-            data_dir,
-            output,
-            label=label,
-            command_line=_reproduce(ctx),
-            timeout_s=timeout,
-            wait_idle_s=wait_idle,
-        )
-    except LaunchError as exc:
-        return fail(str(exc))
-    except JobFailed as exc:
-        return _failed(str(exc))
+    common = {"label": label, "command_line": _reproduce(ctx), "timeout_s": timeout, "wait_idle_s": wait_idle}
+    document = _guarded(lambda: overhead.run(np, runs, epochs, batch_size, data_dir, output, **common))
+    if isinstance(document, int):
+        return document
     click.echo(overhead.table(document))
     click.echo("\n" + overhead.summary_line(document))
     click.echo(f"wrote {output / 'overhead.json'}, {output / 'overhead.csv'}")
+    return 0
+
+
+SYNTHETIC_HELP = """Run the synthetic throughput benchmark (python -m hvdtrain.recipes.synthetic) on every rank.
+
+The first thing to run on a new cluster: random images through a keras.applications model (default ResNet50) or
+many small layers, warmup excluded; rank 0 prints img/sec per rank and in total (mean +- 1.96 std). Hosts and
+launcher work as for `hvdtrain run`: -H or --hostfile, else the Slurm/PBS/LSF allocation, else localhost;
+horovodrun (default) or mpirun. Everything is checked before anything starts; --dry-run prints the command."""
+
+
+def _build_synthetic() -> click.Command:
+    """``hvdtrain bench synthetic``: the synthetic recipe's own options plus ``hvdtrain run``'s launch options."""
+    from hvdtrain.launch_config import launch_options
+    from hvdtrain.recipes import synthetic
+
+    def callback(dry_run: bool, **values: Any) -> int:
+        from hvdtrain import cli
+        from hvdtrain.bench.runner import running_as_root
+        from hvdtrain.launch import build_command
+        from hvdtrain.launch_config import place, to_spec
+        from hvdtrain.presets import merge_launch
+
+        launch_cli = cli.launch_values(values)
+        config = synthetic.SyntheticConfig(**values)
+        problem = synthetic.config_problem(config)
+        if problem is not None:
+            return fail(problem)
+        program = [sys.executable, "-m", synthetic.__name__, *synthetic.config_args(config)]
+        try:
+            settings = merge_launch(None, launch_cli).value
+            spec = to_spec(settings, place(settings), program, allow_run_as_root=running_as_root())
+            command = build_command(spec)
+        except cli.LAUNCH_ERRORS as exc:
+            return fail(str(exc))
+        if dry_run:
+            click.echo(command.shell_line())
+            return 0
+        return cli.launch(spec, command, settings.check_hosts, lambda: synthetic.main(synthetic.config_args(config)))
+
+    dry_run = click.Option(["--dry-run"], is_flag=True, help="Check everything, print the exact command, exit 0.")
+    return click.Command(
+        "synthetic",
+        params=[*synthetic.command.params, *launch_options(), dry_run],
+        callback=callback,
+        help=SYNTHETIC_HELP,
+        short_help="The synthetic throughput benchmark (img/sec), launched like hvdtrain run.",
+        context_settings=CONTEXT,
+        epilog="""\b
+Examples:
+  hvdtrain bench synthetic -np 2 --image-size 32 --batch-size 8
+  hvdtrain bench synthetic -np 2 --model small-layers --image-size 32 --batch-size 8 --fp16-allreduce
+  hvdtrain bench synthetic --hostfile hostfiles/2nodes-4gpus --model ResNet101 --batch-size 64""",
+    )
+
+
+bench.add_command(_build_synthetic())
+
+
+@bench.command("report", context_settings=CONTEXT, short_help="A result file as markdown: command and tables.")
+@click.argument("result", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def report_command(result: Path) -> int:
+    """Print RESULT (an allreduce.json, scaling.json or overhead.json) as GitHub markdown: where and when it was
+    measured, the command that reproduces it, then its tables. docs/benchmarks.md is made of these."""
+    from hvdtrain.bench import overhead, report, scaling
+
+    try:
+        document = json.loads(result.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return fail(f"{result}: not readable as JSON ({type(exc).__name__})")
+    kind = document.get("benchmark") if isinstance(document, dict) else None
+    try:
+        if kind == "allreduce":
+            body = report.allreduce_tables(document["rows"], markdown=True)
+        elif kind == "scaling":
+            body = scaling.tables(document["rows"], markdown=True)
+        elif kind == "overhead":
+            body = overhead.table(document, markdown=True) + "\n\n" + overhead.summary_line(document)
+        else:
+            return fail(f"{result}: not an allreduce, scaling or overhead result (no 'benchmark' key)")
+    except (KeyError, TypeError, ValueError) as exc:
+        return fail(f"{result}: a {kind} result with missing or malformed fields ({type(exc).__name__}: {exc})")
+    where = document.get("label") or "unlabelled machine"
+    click.echo(f"Measured {document.get('date', '?')} on {where}:\n\n```\n{document.get('command', '?')}\n```\n")
+    click.echo(body)
     return 0
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -143,7 +144,8 @@ def plot_bars(
 ) -> Path:
     """One panel per group, bars of (label, value, low, high) each, whiskers from low to high: the scaling plot."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 4.2), squeeze=False)
+    width = max(7.0, 4.2 * len(groups))
+    fig, axes = plt.subplots(1, len(groups), figsize=(width, 4.6), squeeze=False)
     for ax, (group, bars) in zip(axes[0], groups, strict=True):
         labels = [b[0] for b in bars]
         errors = [[b[1] - b[2] for b in bars], [b[3] - b[1] for b in bars]]
@@ -152,7 +154,8 @@ def plot_bars(
         ax.set_title(group, fontsize=10)
         ax.set_ylabel(ylabel)
         ax.grid(True, axis="y", alpha=0.3)
-    fig.suptitle(title)
+    chars = int(width * 10)  # about what fits across the figure at the title's font size
+    fig.suptitle("\n".join(textwrap.fill(line, chars) for line in title.splitlines()), fontsize=11)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -6,6 +6,7 @@ Pure Python: imports neither TensorFlow nor Horovod.
 from __future__ import annotations
 
 import os
+import platform
 import re
 import shutil
 import signal
@@ -87,6 +88,11 @@ def wait_for_idle(max_wait_s: float, threshold: float = IDLE_THRESHOLD) -> dict[
         if not told:
             say(f"  waiting up to {max_wait_s:.0f} s for the CPUs to be {threshold:.0%} idle (now {idle:.0%})")
             told = True
+
+
+def machine_label() -> str:
+    """What the numbers were measured on, by default (every rank is on this machine)."""
+    return f"{os.cpu_count()}-core {platform.machine()} host, all ranks on one host (loopback / shared memory)"
 
 
 def running_as_root() -> bool:

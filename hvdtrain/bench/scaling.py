@@ -5,17 +5,18 @@ Groups of settings, each launched with horovodrun on this machine (``-H localhos
 - **ranks**: np = 1..N at hvdtrain's tuned defaults; scaling efficiency ``T_N / (N * T_1)``;
 - **tensor fusion** at np=N: fusion threshold 0 (off) vs the tuned threshold (or ``--fusion-thresholds-mb``);
 - **fp16 compression** at np=N: ``--fp16-allreduce`` off vs on;
-- **cycle time** at np=N: ``--cycle-times-ms`` (default 0.1, 0.25, 0.5, 1, 2, 5).
+- **cycle time** at np=N: ``--cycle-times-ms`` (default 0.05, 0.1, 0.25, 0.5, 1, 2).
 
-Identical settings are run once and shared between groups. Each setting runs ``--repeats`` times, the repeats
-interleaved (every setting once, then again), so a machine that others load affects all settings alike; the table
-shows the median with min..max.
+``--groups`` picks which of these run. Identical settings are run once and shared between groups. Each setting runs
+``--repeats`` times, the repeats interleaved (every setting once, then again), so a machine that others load affects
+all settings alike; the table shows the median with min..max, and the share of the CPUs other processes used.
 
-Throughput is samples (images) per second over all ranks. The ``synthetic`` recipe reports it in a JSON file (mean
-over its timed iterations) and runs ``--threads-per-rank`` TensorFlow threads per rank (default 1, so np=1 and
-np=N use one core per rank). A registered training recipe (``digits``, ``mnist``) reports the
-``throughput X +- Y samples/s`` line its rank 0 logs (epochs 2..E, so it needs ``--epochs 2`` or more), and runs
-with the back end's thread count (cores / local ranks). Options after RECIPE go to the recipe.
+Throughput is samples (images) per second over all ranks. The ``synthetic`` recipe writes its per-iteration rates
+to a JSON file (a run counts as the median over its timed iterations x ranks) and runs ``--threads-per-rank``
+TensorFlow threads per rank (default 1, so np=1 and np=N use one core per rank). A registered training recipe
+(``digits``, ``mnist``) reports the ``throughput X +- Y samples/s`` line its rank 0 logs (after the first epoch, so
+it needs ``--epochs 2`` or more), and runs with the back end's thread count (cores / local ranks). Options after
+RECIPE go to the recipe.
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ from typing import Any
 
 from hvdtrain import tuning
 from hvdtrain.bench import metrics, report
-from hvdtrain.bench.runner import JobFailed, run_job, running_as_root, say, wait_for_idle
+from hvdtrain.bench.runner import JobFailed, machine_label, run_job, running_as_root, say, wait_for_idle
 from hvdtrain.launch import HorovodKnobs, LaunchCommand, LaunchSpec, build_command
 
 SYNTHETIC = "synthetic"
 SYNTHETIC_MODULE = "hvdtrain.recipes.synthetic"
-DEFAULT_CYCLE_TIMES_MS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+DEFAULT_CYCLE_TIMES_MS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 GROUPS = ("ranks", "fusion", "fp16", "cycle")
 RUN_TIMEOUT_S = 1800
 _THROUGHPUT_RE = re.compile(r"throughput (\d+(?:\.\d+)?) \+- (\d+(?:\.\d+)?) samples/s")
@@ -324,7 +325,7 @@ def run(
         "benchmark": "scaling",
         "recipe": recipe,
         "recipe_args": list(recipe_args),
-        "label": label or "",
+        "label": label or machine_label(),
         "threads_per_rank": threads if synthetic else "back-end default (cores / local ranks)",
         "controller": "mpi",
         "extra_env": dict(extra_env or {}),

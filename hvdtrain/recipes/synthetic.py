@@ -150,7 +150,7 @@ def run(config: SyntheticConfig) -> SyntheticResult:
 
     from hvdtrain.backends import horovod_keras as backend
     from hvdtrain.config import TrainConfig
-    from hvdtrain.log import setup_logging
+    from hvdtrain.log import log_defaults_applied, setup_logging
     from hvdtrain.world_check import check_world_size
 
     world = backend.init()
@@ -158,6 +158,7 @@ def run(config: SyntheticConfig) -> SyntheticResult:
         tf.config.threading.set_intra_op_parallelism_threads(config.threads)
         tf.config.threading.set_inter_op_parallelism_threads(config.threads)
     log = setup_logging(world.rank)
+    log_defaults_applied(log, world.defaults_applied)
     check_world_size(world.size)
     tf.keras.utils.set_random_seed(1234 + world.rank)
 
@@ -212,6 +213,37 @@ def run(config: SyntheticConfig) -> SyntheticResult:
 
 
 _DEFAULTS = SyntheticConfig()
+_OPTION_NAMES = {"json_path": "--json"}
+
+
+def option_name(field: str) -> str:
+    """The command-line option of a SyntheticConfig field: ``image_size`` -> ``--image-size``."""
+    return _OPTION_NAMES.get(field, "--" + field.replace("_", "-"))
+
+
+def config_problem(config: SyntheticConfig) -> str | None:
+    """The first out-of-range option as one line, or None."""
+    for name in ("batch_size", "image_size", "num_classes", "num_batches_per_iter", "num_iters", "depth", "width"):
+        if getattr(config, name) < 1:
+            return f"{option_name(name)} must be >= 1, got {getattr(config, name)}"
+    if config.num_warmup_batches < 0:
+        return f"--num-warmup-batches must be >= 0, got {config.num_warmup_batches}"
+    if config.threads is not None and config.threads < 1:
+        return f"--threads must be >= 1, got {config.threads}"
+    return None
+
+
+def config_args(config: SyntheticConfig) -> list[str]:
+    """The options that reproduce ``config`` (those that differ from the defaults), as argv items."""
+    args: list[str] = []
+    for name, value in asdict(config).items():
+        if value == getattr(_DEFAULTS, name) or name == "lr":
+            continue
+        if isinstance(value, bool):
+            args.append(option_name(name) if value else "--no-" + option_name(name)[2:])
+        else:
+            args += [option_name(name), str(value)]
+    return args
 
 
 @click.command(
@@ -243,13 +275,9 @@ _DEFAULTS = SyntheticConfig()
 )
 def command(**values: Any) -> int:
     config = SyntheticConfig(**values)
-    for name in ("batch_size", "image_size", "num_classes", "num_batches_per_iter", "num_iters", "depth", "width"):
-        if getattr(config, name) < 1:
-            return fail(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}")
-    if config.num_warmup_batches < 0:
-        return fail(f"--num-warmup-batches must be >= 0, got {config.num_warmup_batches}")
-    if config.threads is not None and config.threads < 1:
-        return fail(f"--threads must be >= 1, got {config.threads}")
+    problem = config_problem(config)
+    if problem is not None:
+        return fail(problem)
     from hvdtrain.config import ConfigError
 
     try:
