@@ -30,7 +30,7 @@ from hvdtrain import __version__
 from hvdtrain.config import ConfigError, TrainConfig
 from hvdtrain.doctor import controller_problem, report
 from hvdtrain.hosts import HostfileError, check_hostfile, format_hostfile, parse_hostfile, total_slots
-from hvdtrain.launch import LaunchCommand, LaunchError, LaunchSpec, build_command
+from hvdtrain.launch import LaunchCommand, LaunchError, LaunchSpec, build_command, running_as_root
 from hvdtrain.launch_config import (
     LaunchConfig,
     controller_from_flags,
@@ -59,8 +59,8 @@ TERMINATE_GRACE_S = 5.0
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 _TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 _LAUNCH_FIELDS = tuple(f.name for f in dataclasses.fields(LaunchConfig))
-_ERRORS = (ConfigError, LaunchError, PresetError, RecipeError)
 LAUNCH_ERRORS = (ConfigError, LaunchError, PresetError)  # what merging, placing and building a launch can raise
+_ERRORS = (*LAUNCH_ERRORS, RecipeError)
 
 
 # --- click plumbing ----------------------------------------------------------------------------------------------
@@ -195,17 +195,13 @@ def _merge(name: str, config_path: Path | None, values: dict[str, Any]) -> Merge
     return Merged(name, preset, train, merge_launch(preset, launch_cli))
 
 
-def _running_as_root() -> bool:
-    return hasattr(os, "geteuid") and os.geteuid() == 0
-
-
 def plan_run(name: str, config_path: Path | None, values: dict[str, Any]) -> Plan:
     """Merge and validate everything ``run`` needs; raise a one-line error (ConfigError, LaunchError, ...)."""
     merged = _merge(name, config_path, values)
     recipe_args = config_to_args(merged.train.value, recipe_defaults(name))
     program = [sys.executable, "-m", module_name(name), *recipe_args]
     launch = merged.launch.value
-    spec = to_spec(launch, place(launch), program, allow_run_as_root=_running_as_root())
+    spec = to_spec(launch, place(launch), program, allow_run_as_root=running_as_root())
     return Plan(merged, recipe_args, spec, build_command(spec))
 
 

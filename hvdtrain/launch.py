@@ -15,6 +15,7 @@ interface name and variable name is validated here, and program arguments are pa
 from __future__ import annotations
 
 import math
+import os
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -347,6 +348,11 @@ def _elastic_args(elastic: Elastic, spec: LaunchSpec, np: int, hosts_arg: str) -
     if not _SAFE_PATH_RE.fullmatch(script):  # horovodrun runs it through /bin/sh as it is
         raise LaunchError(f"discovery script path {script!r} may only hold letters, digits and _ . / + -")
     return [*args, "--host-discovery-script", script]
+
+
+def running_as_root() -> bool:
+    """Whether this process is root: Open MPI then needs --allow-run-as-root (or its variables)."""
+    return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 def build_command(spec: LaunchSpec) -> LaunchCommand:

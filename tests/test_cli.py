@@ -74,12 +74,12 @@ class _Entry:
 
 def invoke(*args: str, env: Mapping[str, str] | None = None, root: bool = False) -> Result:
     """Run ``hvdtrain ARGS`` in-process, as a non-root user unless ``root``."""
-    original = cli_module._running_as_root
-    cli_module._running_as_root = lambda: root  # type: ignore[assignment]
+    original = cli_module.running_as_root
+    cli_module.running_as_root = lambda: root  # type: ignore[assignment]
     try:
         return CliRunner().invoke(_Entry(), list(args), env={**CLEAN_ENV, **(env or {})})  # type: ignore[arg-type]
     finally:
-        cli_module._running_as_root = original  # type: ignore[assignment]
+        cli_module.running_as_root = original  # type: ignore[assignment]
 
 
 def dry(*args: str, recipe: str = "digits", env: Mapping[str, str] | None = None, root: bool = False) -> str:

@@ -424,8 +424,7 @@ def _build_synthetic() -> click.Command:
 
     def callback(dry_run: bool, **values: Any) -> int:
         from hvdtrain import cli
-        from hvdtrain.bench.runner import running_as_root
-        from hvdtrain.launch import build_command
+        from hvdtrain.launch import build_command, running_as_root
         from hvdtrain.launch_config import place, to_spec
         from hvdtrain.presets import merge_launch
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import click
 
-from hvdtrain.launch import LaunchCommand
+from hvdtrain.launch import LaunchCommand, running_as_root  # noqa: F401 (re-exported for the drivers)
 
 PROGRESS_MARK = "hvdtrain-bench: "  # the per-rank programs prefix their progress lines with this
 QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
@@ -93,11 +93,6 @@ def wait_for_idle(max_wait_s: float, threshold: float = IDLE_THRESHOLD) -> dict[
 def machine_label() -> str:
     """What the numbers were measured on, by default (every rank is on this machine)."""
     return f"{os.cpu_count()}-core {platform.machine()} host, all ranks on one host (loopback / shared memory)"
-
-
-def running_as_root() -> bool:
-    """Open MPI needs --allow-run-as-root (or its variables) for root."""
-    return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 def find_program(program: str) -> str | None:
