@@ -15,9 +15,7 @@ import dataclasses
 import os
 import shutil
 import signal
-import subprocess
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ from hvdtrain import __version__
 from hvdtrain.config import ConfigError, TrainConfig
 from hvdtrain.doctor import controller_problem, report
 from hvdtrain.hosts import HostfileError, check_hostfile, format_hostfile, parse_hostfile, total_slots
+from hvdtrain.job import run_job
 from hvdtrain.launch import LaunchCommand, LaunchError, LaunchSpec, build_command, running_as_root
 from hvdtrain.launch_config import (
     LaunchConfig,
@@ -45,6 +44,7 @@ from hvdtrain.options import (
     fail,
     run_cli,
     run_recipe_command,
+    say,
     train_config_options,
 )
 from hvdtrain.presets import Layered, Preset, PresetError, check_recipe, dump, load_preset, merge_launch, merge_train
@@ -54,8 +54,6 @@ from hvdtrain.schedulers import SchedulerError, detect_environment
 PROG = "hvdtrain"
 COMPLETE_VAR = "_HVDTRAIN_COMPLETE"
 SHELLS = ("bash", "zsh", "fish")
-INTERRUPT_GRACE_S = 10.0  # after Ctrl-C, how long the launcher may take to stop its ranks
-TERMINATE_GRACE_S = 5.0
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 _TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 _LAUNCH_FIELDS = tuple(f.name for f in dataclasses.fields(LaunchConfig))
@@ -216,33 +214,11 @@ def _find_program(program: str) -> str | None:
     return found
 
 
-def _exit_code(returncode: int) -> int:
-    """A child's return code as a shell exit code (killed by signal N -> 128 + N)."""
-    return returncode if returncode >= 0 else 128 - returncode
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """After Ctrl-C: give the launcher time to stop its ranks (it got the same SIGINT), then SIGTERM, then SIGKILL.
-
-    ``subprocess.run`` would SIGKILL the launcher 0.25 s after Ctrl-C, before mpirun or horovodrun can stop the
-    ranks they started; those would linger. A second Ctrl-C skips to the next step.
-    """
-    for send, grace_s in ((None, INTERRUPT_GRACE_S), (signal.SIGTERM, TERMINATE_GRACE_S), (signal.SIGKILL, None)):
-        if send is not None:
-            process.send_signal(send)
-        try:
-            process.wait(timeout=grace_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-        except KeyboardInterrupt:
-            continue
-
-
 def execute(command: LaunchCommand) -> int:
     """Run the launcher (argv list, no shell) with ``command.env`` added to this environment; return its exit code.
 
-    Ctrl-C gives exit code 130 once the launcher has stopped; SIGTERM to hvdtrain is passed on to the launcher.
+    The whole job is stopped on SIGTERM, SIGINT (Ctrl-C) or SIGHUP to hvdtrain, and whatever the launcher leaves
+    behind when it dies is stopped too (:mod:`hvdtrain.job`); each case is one line and a 128 + N exit code.
     """
     program = command.argv[0]
     executable = _find_program(program)
@@ -251,25 +227,18 @@ def execute(command: LaunchCommand) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        process = subprocess.Popen(command.argv, executable=executable, env={**os.environ, **command.env})
+        outcome = run_job(command.argv, executable, {**os.environ, **command.env})
     except OSError as exc:
         return fail(f"cannot start {program}: {exc.strerror or exc}")
-    forward = _forward_sigterm(process)
-    try:
-        return _exit_code(process.wait())
-    except KeyboardInterrupt:
-        _stop(process)
-        return EXIT_INTERRUPTED
-    finally:
-        forward()
-
-
-def _forward_sigterm(process: subprocess.Popen[bytes]) -> Callable[[], None]:
-    """Pass SIGTERM on to ``process`` while it runs (main thread only); returns the function that undoes it."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signal.SIGTERM))
-    return lambda: signal.signal(signal.SIGTERM, previous)
+    ended = f"{outcome.stopped} process(es)" + (f", {outcome.killed} with SIGKILL" if outcome.killed else "")
+    if outcome.signum is not None:
+        say(f"stopped by {signal.Signals(outcome.signum).name}: ended the job's {ended}")
+    elif outcome.returncode < 0:
+        left = f"; ended the {ended} it left running" if outcome.stopped else ""
+        say(f"error: {program} was killed by {signal.Signals(-outcome.returncode).name}{left}")
+    elif outcome.stopped:
+        say(f"{program} exited with status {outcome.returncode}; ended the {ended} it left running")
+    return outcome.exit_code
 
 
 def run_here(name: str, plan: Plan) -> int:

@@ -84,11 +84,16 @@ def launcher_rank() -> int:
     return 0
 
 
-def fail(message: str) -> int:
-    """Print one error line (once per job) and return the usage exit code."""
+def say(message: str) -> None:
+    """Print ``hvdtrain: <message>`` as one line on stderr, once per job (rank 0 of the launcher)."""
     if launcher_rank() == 0:
         one_line = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
-        click.echo(f"hvdtrain: error: {one_line}", err=True)
+        click.echo(f"hvdtrain: {one_line}", err=True)
+
+
+def fail(message: str) -> int:
+    """Print one error line (once per job) and return the usage exit code."""
+    say(f"error: {message}")
     return EXIT_USAGE
 
 

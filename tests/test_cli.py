@@ -25,6 +25,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 import hvdtrain.cli as cli_module
+import hvdtrain.job as job_module
 from hvdtrain.config import TrainConfig
 from hvdtrain.launch_config import LaunchConfig, launch_options
 from hvdtrain.options import config_to_args, train_config_options
@@ -726,7 +727,7 @@ def fake_popen(monkeypatch: pytest.MonkeyPatch) -> type[FakePopen]:
     monkeypatch.setattr(FakePopen, "returncode", 0)
     monkeypatch.setattr(FakePopen, "errors", [])
     monkeypatch.setattr(FakePopen, "launches", [])
-    monkeypatch.setattr(cli_module.subprocess, "Popen", FakePopen)
+    monkeypatch.setattr(job_module.subprocess, "Popen", FakePopen)
     monkeypatch.setattr(cli_module, "_find_program", lambda name: f"/opt/bin/{name}")
     monkeypatch.setattr(cli_module, "controller_problem", lambda controller: None)  # no Horovod import here
     return FakePopen
@@ -753,28 +754,27 @@ def test_execute_mpirun_exports_expected_size_with_x(fake_popen: type[FakePopen]
 
 def test_execute_killed_by_signal(fake_popen: type[FakePopen]) -> None:
     fake_popen.returncode = -9
-    assert invoke("run", "digits").exit_code == 137
+    assert_error(invoke("run", "digits"), "horovodrun was killed by SIGKILL", code=137)
 
 
-def test_ctrl_c_waits_for_the_launcher_then_exits_130(fake_popen: type[FakePopen]) -> None:
-    fake_popen.errors = [KeyboardInterrupt()]  # Ctrl-C while waiting; the launcher then stops within the grace time
-    assert invoke("run", "digits").exit_code == 130
-    (launch,) = fake_popen.launches
-    assert launch.waits == [None, cli_module.INTERRUPT_GRACE_S]
-    assert launch.signals == []
+def test_launcher_runs_in_a_session_of_its_own(fake_popen: type[FakePopen]) -> None:
+    assert invoke("run", "digits").exit_code == 0
+    assert fake_popen.launches[0].kwargs["start_new_session"] is True  # a terminal's Ctrl-C reaches hvdtrain only
 
 
-def test_ctrl_c_escalates_when_the_launcher_hangs(fake_popen: type[FakePopen]) -> None:
-    fake_popen.errors = [KeyboardInterrupt(), subprocess.TimeoutExpired("x", 1), subprocess.TimeoutExpired("x", 1)]
-    assert invoke("run", "digits").exit_code == 130
-    assert fake_popen.launches[0].signals == [signal.SIGTERM, signal.SIGKILL]
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_stop_signal_stops_the_job_and_says_so(fake_popen: type[FakePopen], signum: int, code: int) -> None:
+    fake_popen.errors = [job_module.Interrupted(signum)]  # what the handler raises while hvdtrain waits
+    result = invoke("run", "digits")
+    assert result.exit_code == code
+    assert result.stderr == f"hvdtrain: stopped by {signal.Signals(signum).name}: ended the job's 0 process(es)\n"
 
 
 def test_launcher_cannot_start(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*args: Any, **kwargs: Any) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(cli_module.subprocess, "Popen", broken)
+    monkeypatch.setattr(job_module.subprocess, "Popen", broken)
     monkeypatch.setattr(cli_module, "_find_program", lambda name: f"/opt/bin/{name}")
     assert_error(invoke("run", "digits"), "cannot start horovodrun: Permission denied")
 

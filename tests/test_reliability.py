@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import psutil
 import pytest
-from conftest import PYTHON, ROOT_ENV, WORKERS, launch, launcher_argv, recipe_program, run
+from conftest import PYTHON, ROOT_ENV, WORKERS, error_lines, launch, launcher_argv, recipe_program, run
 
 from hvdtrain import checkpoint
 
@@ -122,3 +123,61 @@ def test_stalled_rank_shuts_the_job_down_after_the_stall_timeout(tmp_path: Path)
     assert done.returncode != 0 and time.monotonic() - started < 120
     assert "Missing ranks:\n1" in done.stderr and "is stalled for longer than 5 seconds" in done.stderr
     assert job_processes(tmp_path) == []
+
+
+HVDTRAIN = str(Path(sys.executable).with_name("hvdtrain"))
+
+
+def signal_during_training(ckpt: Path, launch_args: list[str], signum: int, target: str) -> tuple[int, str]:
+    """``hvdtrain run digits`` for 200 epochs; once the first checkpoint exists, send ``signum`` to hvdtrain's pid
+    alone (``target`` "hvdtrain") or to mpirun's (``target`` "mpirun"). Returns (exit code, stderr)."""
+    argv = [HVDTRAIN, "run", "digits", "-np", "2", "--epochs", "200", "--checkpoint-dir", str(ckpt), *launch_args]
+    job = subprocess.Popen(
+        argv, env={**os.environ, **ROOT_ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not (ckpt / "epoch-0001.npz").exists():
+            assert job.poll() is None and time.monotonic() < deadline, "job ended before its first checkpoint"
+            time.sleep(0.05)
+        assert len(job_processes(ckpt)) >= 3  # the launcher and both ranks
+        victim = psutil.Process(job.pid)
+        if target == "mpirun":
+            (victim,) = [p for p in victim.children(recursive=True) if p.name() == "mpirun"]
+        victim.send_signal(signum)
+        _, stderr = job.communicate(timeout=120)
+        return job.returncode, stderr
+    finally:
+        if job.poll() is None:
+            job.kill()
+        for process in job_processes(ckpt):
+            process.kill()
+
+
+@pytest.mark.parametrize(
+    ("signum", "launch_args", "code"),
+    [(signal.SIGTERM, [], 143), (signal.SIGINT, ["--gloo"], 130)],
+    ids=["sigterm-mpi", "sigint-gloo"],
+)
+def test_signal_to_hvdtrain_alone_stops_the_whole_job(
+    tmp_path: Path, signum: int, launch_args: list[str], code: int
+) -> None:
+    ckpt = tmp_path / "ckpt"
+    returncode, stderr = signal_during_training(ckpt, launch_args, signum, "hvdtrain")
+    assert job_processes(ckpt) == []  # before the fix: mpirun (re-parented to pid 1) and both ranks trained on
+    assert returncode == code, stderr[-3000:]
+    name = signal.Signals(signum).name
+    assert error_lines(stderr)[-1].startswith(f"hvdtrain: stopped by {name}: ended the job's "), stderr[-3000:]
+    for path in checkpoint.list_checkpoints(ckpt):  # never half-written
+        assert checkpoint.load(path).epoch >= 1
+
+
+def test_mpirun_killed_stops_its_ranks_and_says_so(tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    returncode, stderr = signal_during_training(ckpt, ["--launcher", "mpirun"], signal.SIGKILL, "mpirun")
+    assert job_processes(ckpt) == []
+    assert returncode == 137, stderr[-3000:]
+    last = error_lines(stderr)[-1]
+    assert last == "hvdtrain: error: mpirun was killed by SIGKILL; ended the 2 process(es) it left running", last
+    for path in checkpoint.list_checkpoints(ckpt):
+        assert checkpoint.load(path).epoch >= 1
