@@ -7,6 +7,8 @@ A recipe's defaults are a ``TrainConfig``; command-line values (and, later, pres
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,16 +23,39 @@ class ConfigError(ValueError):
     """A configuration value that cannot work; the message is one line meant for the user."""
 
 
+MAX_EPOCHS = 1_000_000
+MAX_BATCH_SIZE = 1 << 20
+MAX_SEED = (1 << 31) - 1  # NumPy takes seeds below 2**32, and each rank adds its rank
+
+
 def _opt(help_text: str, **extra: Any) -> dict[str, Any]:
     return {"help": help_text, **extra}
+
+
+def range_problem(meta: Mapping[str, Any], value: Any) -> str | None:
+    """What is wrong with a number against its field's ``min``/``min_open``/``max`` metadata (None if nothing):
+    ``"must be a finite number, got nan"``; nan and inf are never taken. Shared by the command line and presets."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if not math.isfinite(value):
+        return f"must be a finite number, got {value}"
+    if "min" in meta and value < meta["min"]:
+        return f"must be >= {meta['min']}, got {value}"
+    if "min_open" in meta and value <= meta["min_open"]:
+        return f"must be > {meta['min_open']}, got {value}"
+    if "max" in meta and value > meta["max"]:
+        return f"must be <= {meta['max']:,}, got {value:,}"
+    return None
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a recipe run needs; each field is also a command-line option (``batch_size`` -> ``--batch-size``)."""
 
-    epochs: int = field(default=10, metadata=_opt("Training epochs.", min=1))
-    batch_size: int = field(default=32, metadata=_opt("Batch size per rank (global batch = this x ranks).", min=1))
+    epochs: int = field(default=10, metadata=_opt("Training epochs.", min=1, max=MAX_EPOCHS))
+    batch_size: int = field(
+        default=32, metadata=_opt("Batch size per rank (global batch = this x ranks).", min=1, max=MAX_BATCH_SIZE)
+    )
     lr: float = field(default=1e-3, metadata=_opt("Base learning rate, before scaling by world size.", min_open=0.0))
     lr_scaling: LrScaling = field(default="linear", metadata=_opt("How the LR grows with world size."))
     warmup_epochs: float = field(
@@ -62,18 +87,14 @@ class TrainConfig:
     )
     log_dir: Path | None = field(default=None, metadata=_opt("Write metrics.jsonl and metrics.csv here (rank 0)."))
     tensorboard: bool = field(default=False, metadata=_opt("Also write TensorBoard logs under --log-dir."))
-    seed: int = field(default=42, metadata=_opt("Random seed (each rank uses seed + rank).", min=0))
+    seed: int = field(default=42, metadata=_opt("Random seed (each rank uses seed + rank).", min=0, max=MAX_SEED))
     log_all_ranks: bool = field(default=False, metadata=_opt("Log from every rank, not only rank 0."))
 
     def validate(self) -> TrainConfig:
         """Check values that depend on each other; raise ConfigError with one line."""
         for f in dataclasses.fields(self):
-            meta, value = f.metadata, getattr(self, f.name)
-            flag = option_name(f.name)
-            if "min" in meta and value < meta["min"]:
-                raise ConfigError(f"{flag} must be >= {meta['min']}, got {value}")
-            if "min_open" in meta and value <= meta["min_open"]:
-                raise ConfigError(f"{flag} must be > {meta['min_open']}, got {value}")
+            if (problem := range_problem(f.metadata, getattr(self, f.name))) is not None:
+                raise ConfigError(f"{option_name(f.name)} {problem}")
         if self.warmup_epochs > self.epochs:
             raise ConfigError(f"--warmup-epochs ({self.warmup_epochs:g}) is longer than --epochs ({self.epochs})")
         if self.resume == "require" and self.checkpoint_dir is None:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import click
 
-from hvdtrain.config import option_name
+from hvdtrain.config import option_name, range_problem
 from hvdtrain.hosts import Host, HostfileError, parse_hostfile, parse_hosts_arg, total_slots
 from hvdtrain.launch import LOG_LEVELS, Elastic, HorovodKnobs, LaunchError, LaunchSpec, validate_interface
 from hvdtrain.schedulers import SchedulerError, detect_environment
@@ -35,6 +35,9 @@ assert typing.get_args(LogLevel) == LOG_LEVELS
 
 EXPECTED_SIZE_VARIABLE = "HVDTRAIN_EXPECTED_SIZE"  # read by hvdtrain.world_check on every rank
 RESOLVE_TIMEOUT_S = 5.0
+MAX_INT = (1 << 31) - 1  # Horovod reads its integer variables as C ints
+MAX_FUSION_MB = 1 << 20  # 1 TiB
+MAX_CYCLE_TIME_MS = 60_000.0
 
 
 def _opt(help_text: str, **extra: Any) -> dict[str, Any]:
@@ -90,13 +93,18 @@ class LaunchConfig:
         default=None, metadata=_opt("Horovod controller (horovodrun only) [default: MPI if Horovod has it].")
     )
     fusion_threshold_mb: float | None = field(
-        default=None, metadata=_opt("Tensor fusion buffer in MB; 0 disables fusion [Horovod: 64].", metavar="MB", min=0)
+        default=None,
+        metadata=_opt(
+            "Tensor fusion buffer in MB; 0 disables fusion [Horovod: 64].", metavar="MB", min=0, max=MAX_FUSION_MB
+        ),
     )
     cycle_time_ms: float | None = field(
-        default=None, metadata=_opt("Milliseconds between Horovod's fusion cycles.", metavar="MS", min=0)
+        default=None,
+        metadata=_opt("Milliseconds between Horovod's fusion cycles.", metavar="MS", min=0, max=MAX_CYCLE_TIME_MS),
     )
     cache_capacity: int | None = field(
-        default=None, metadata=_opt("Response cache entries; 0 disables the cache [Horovod: 1024].", metavar="N", min=0)
+        default=None,
+        metadata=_opt("Response cache entries; 0 disables the cache [Horovod: 1024].", metavar="N", min=0, max=MAX_INT),
     )
     hierarchical_allreduce: bool = field(
         default=False, metadata=_opt("Allreduce within each host first, then across hosts.")
@@ -119,7 +127,12 @@ class LaunchConfig:
     )
     stall_timeout: int | None = field(
         default=None,
-        metadata=_opt("Shut down after ranks stall this long (warns at half, at most 60 s).", metavar="SECONDS", min=1),
+        metadata=_opt(
+            "Shut down after ranks stall this long (warns at half, at most 60 s).",
+            metavar="SECONDS",
+            min=1,
+            max=MAX_INT,
+        ),
     )
     horovod_log_level: LogLevel | None = field(
         default=None, metadata=_opt("Horovod's own log level.", case_insensitive=True)
@@ -144,7 +157,11 @@ class LaunchConfig:
     )
 
     def validate(self) -> LaunchConfig:
-        """Check options that depend on each other (in command-line terms); raise LaunchError with one line."""
+        """Check each number's range (nan and inf never pass) and the options that depend on each other (in
+        command-line terms); raise LaunchError with one line."""
+        for f in dataclasses.fields(self):
+            if (problem := range_problem(f.metadata, getattr(self, f.name))) is not None:
+                raise LaunchError(f"{f.metadata.get('decls', (option_name(f.name),))[0]} {problem}")
         if self.hosts is not None and self.hostfile is not None:
             raise LaunchError("give -H/--hosts or --hostfile, not both")
         if self.autotune_log is not None and not self.autotune:
@@ -182,9 +199,9 @@ def _click_type(annotation: Any, meta: Mapping[str, Any]) -> Any:
     if args:  # Optional[X]
         return _click_type(args[0], meta)
     if annotation is int:
-        return click.IntRange(min=meta.get("min"))
+        return click.INT  # ranges (and nan/inf) are checked by LaunchConfig.validate, for presets too
     if annotation is float:
-        return click.FloatRange(min=meta.get("min"))
+        return click.FLOAT
     if annotation is Path:
         return click.Path(dir_okay=False, path_type=Path)
     return click.STRING

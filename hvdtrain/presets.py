@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
-from hvdtrain.config import ConfigError, TrainConfig
+from hvdtrain.config import ConfigError, TrainConfig, range_problem
 from hvdtrain.launch import LaunchError
 from hvdtrain.launch_config import LaunchConfig
 
@@ -125,10 +125,8 @@ def _is_scalar(value: Any) -> bool:
 
 
 def _check_range(meta: Mapping[str, Any], value: Any) -> None:
-    if "min" in meta and value < meta["min"]:
-        raise ValueError(f"must be >= {meta['min']}, got {toml_value(value)}")
-    if "min_open" in meta and value <= meta["min_open"]:
-        raise ValueError(f"must be > {meta['min_open']}, got {toml_value(value)}")
+    if (problem := range_problem(meta, value)) is not None:
+        raise ValueError(problem)
 
 
 def _table(where: str, table: str, raw: Any) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from click.testing import CliRunner, Result
 
 import hvdtrain.cli as cli_module
 import hvdtrain.job as job_module
-from hvdtrain.config import TrainConfig
+from hvdtrain.config import TrainConfig, option_name
 from hvdtrain.launch_config import LaunchConfig, launch_options
 from hvdtrain.options import config_to_args, train_config_options
 from hvdtrain.presets import load_preset
@@ -557,8 +557,8 @@ def test_show_accepts_recipe_options_only_once_validated() -> None:
         (["run", "digits", "--launcher", "srun"], "'srun' is not one of 'horovodrun', 'mpirun', 'none'"),
         (["run", "digits", "--lr", "-1"], "--lr must be > 0.0, got -1.0"),
         (["run", "digits", "--tensorboard"], "--tensorboard needs --log-dir"),
-        (["run", "digits", "--fusion-threshold-mb", "-1"], "-1.0 is not in the range x>=0"),
-        (["run", "digits", "--stall-timeout", "0"], "0 is not in the range x>=1"),
+        (["run", "digits", "--fusion-threshold-mb", "-1"], "--fusion-threshold-mb must be >= 0, got -1.0"),
+        (["run", "digits", "--stall-timeout", "0"], "--stall-timeout must be >= 1, got 0"),
         (["run", "digits", "--gloo", "--mpi"], "--gloo and --mpi exclude each other"),
         (["run", "digits", "--gloo", "--launcher", "mpirun"], "--gloo needs --launcher horovodrun"),
         (["run", "digits", "--mpi", "--launcher", "none"], "--mpi needs a launcher"),
@@ -580,7 +580,7 @@ def test_usage_errors_are_one_line(args: list[str], message: str) -> None:
     [
         (["-np", "3", "-H", "localhost:2"], "-np 3 is more than the 2 slot(s) on 1 host(s)"),
         (["-np", "9", "--hostfile", str(ROOT / "hostfiles" / "2nodes-4gpus")], "-np 9 is more than the 8 slot(s)"),
-        (["-np", "0"], "0 is not in the range x>=1"),
+        (["-np", "0"], "-np must be >= 1, got 0"),
         (["-H", ""], "host list is empty"),
         (["-H", "node1:4,,node2:4"], "host list entry 2 is empty"),
         (["-H", "node1:0"], "slots must be a positive integer, got '0'"),
@@ -870,3 +870,55 @@ def test_a_controller_horovod_lacks_is_refused_before_launch(
     monkeypatch.setattr(cli_module, "controller_problem", lacks)
     assert_error(invoke("run", "digits", *args), f"built without {controller.upper()}")
     assert asked == [controller] and fake_popen.launches == []
+
+
+def _float_flags() -> list[str]:
+    """Every float option of ``hvdtrain run``: TrainConfig's and LaunchConfig's float fields, as flags."""
+    import typing
+
+    flags = []
+    for cls in (TrainConfig, LaunchConfig):
+        hints = typing.get_type_hints(cls)
+        flags += [option_name(name) for name, hint in hints.items() if float in (hint, *typing.get_args(hint))]
+    return flags
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+@pytest.mark.parametrize("flag", _float_flags())
+def test_every_float_option_refuses_nan_and_inf(flag: str, value: str) -> None:
+    shown = str(float(value))
+    assert_error(invoke("run", "digits", "--dry-run", flag, value), f"{flag} must be a finite number, got {shown}")
+
+
+def test_there_are_float_options_of_both_kinds() -> None:
+    assert {"--lr", "--warmup-epochs", "--cycle-time-ms", "--fusion-threshold-mb"} <= set(_float_flags())
+
+
+@pytest.mark.parametrize(
+    ("table", "line", "message"),
+    [
+        ("train", "lr = nan", "[train] lr: must be a finite number, got nan"),
+        ("train", "warmup_epochs = inf", "[train] warmup_epochs: must be a finite number, got inf"),
+        ("launch", "cycle_time_ms = nan", "cycle_time_ms: must be a finite number, got nan"),
+        ("train", "epochs = 1_000_000_000_000", "epochs: must be <= 1,000,000, got 1,000,000,000,000"),
+    ],
+)
+def test_presets_refuse_nan_inf_and_huge_values(tmp_path: Path, table: str, line: str, message: str) -> None:
+    preset = tmp_path / "p.toml"
+    preset.write_text(f"[{table}]\n{line}\n")
+    assert_error(invoke("run", "digits", "--dry-run", "--config", str(preset)), message)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--epochs", "1000000000000"], "--epochs must be <= 1,000,000, got 1,000,000,000,000"),
+        (["--batch-size", "100000000000"], "--batch-size must be <= 1,048,576, got 100,000,000,000"),
+        (["--seed", "99999999999"], "--seed must be <= 2,147,483,647, got 99,999,999,999"),
+        (["--cycle-time-ms", "1e9"], "--cycle-time-ms must be <= 60,000.0, got 1,000,000,000.0"),
+        (["--cache-capacity", "99999999999999"], "--cache-capacity must be <= 2,147,483,647"),
+        (["--stall-timeout", "99999999999999"], "--stall-timeout must be <= 2,147,483,647"),
+    ],
+)
+def test_values_that_cannot_be_meant_are_refused(args: list[str], message: str) -> None:
+    assert_error(invoke("run", "digits", "--dry-run", *args), message)
