@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,18 @@ def range_problem(meta: Mapping[str, Any], value: Any) -> str | None:
         return f"must be > {meta['min_open']}, got {value}"
     if "max" in meta and value > meta["max"]:
         return f"must be <= {meta['max']:,}, got {value:,}"
+    return None
+
+
+def path_problem(value: Any) -> str | None:
+    """What is wrong with a path that Keras, TensorFlow or Horovod would choke on (None if nothing): paths are bytes
+    on Linux, and a name that is not UTF-8 (``/data/caf\xe9``) breaks them mid-run, so it is refused up front."""
+    if not isinstance(value, (str, os.PathLike)):
+        return None
+    try:
+        os.fspath(value).encode("utf-8")
+    except UnicodeEncodeError:
+        return f"must be a UTF-8 path, got {os.fsencode(value)!r} (rename it, or use a symbolic link with a UTF-8 name)"
     return None
 
 
@@ -93,7 +106,8 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Check values that depend on each other; raise ConfigError with one line."""
         for f in dataclasses.fields(self):
-            if (problem := range_problem(f.metadata, getattr(self, f.name))) is not None:
+            value = getattr(self, f.name)
+            if (problem := range_problem(f.metadata, value) or path_problem(value)) is not None:
                 raise ConfigError(f"{option_name(f.name)} {problem}")
         if self.warmup_epochs > self.epochs:
             raise ConfigError(f"--warmup-epochs ({self.warmup_epochs:g}) is longer than --epochs ({self.epochs})")

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import click
 
-from hvdtrain.config import option_name, range_problem
+from hvdtrain.config import option_name, path_problem, range_problem
 from hvdtrain.hosts import Host, HostfileError, parse_hostfile, parse_hosts_arg, total_slots
 from hvdtrain.launch import LOG_LEVELS, Elastic, HorovodKnobs, LaunchError, LaunchSpec, validate_interface
 from hvdtrain.schedulers import SchedulerError, detect_environment
@@ -160,7 +160,8 @@ class LaunchConfig:
         """Check each number's range (nan and inf never pass) and the options that depend on each other (in
         command-line terms); raise LaunchError with one line."""
         for f in dataclasses.fields(self):
-            if (problem := range_problem(f.metadata, getattr(self, f.name))) is not None:
+            value = getattr(self, f.name)
+            if (problem := range_problem(f.metadata, value) or path_problem(value)) is not None:
                 raise LaunchError(f"{f.metadata.get('decls', (option_name(f.name),))[0]} {problem}")
         if self.hosts is not None and self.hostfile is not None:
             raise LaunchError("give -H/--hosts or --hostfile, not both")

@@ -139,6 +139,23 @@ CASES: list[Case] = [
         ],
         "already holds checkpoints",
     ),  # fmt: skip
+    *[
+        (
+            f"{flag} not UTF-8",
+            lambda d, flag=flag, recipe=recipe: [
+                "run",
+                recipe,
+                "--launcher",
+                "none",
+                "--epochs",
+                "2",
+                flag,
+                str(d / "caf\udce9"),
+            ],
+            f"{flag} must be a UTF-8 path, got b'",
+        )
+        for flag, recipe in (("--log-dir", "digits"), ("--checkpoint-dir", "digits"), ("--data-dir", "mnist"))
+    ],
 ]
 
 
