@@ -20,6 +20,7 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from hvdtrain.hosts import Host, format_hosts_arg, total_slots, validate_hostname
@@ -44,6 +45,8 @@ LARGE_CLUSTER_HOSTS = 64  # horovod/runner/mpi_run.py _LARGE_CLUSTER_THRESHOLD
 OMPI_BINDING_ARGS = ("-bind-to", "none", "-map-by", "slot")
 OMPI_FLAGS = ("-mca", "pml", "ob1", "-mca", "btl", "^openib")
 ROOT_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+DISCOVERY_SCRIPT = Path(__file__).with_name("elastic_hosts.sh")  # hvdtrain's elastic host discovery
+ELASTIC_COOLDOWN_S = (1, 30)  # horovodrun --blacklist-cooldown-range: a failed host is retried after 2 s, 4 s, ...
 
 _INTERFACE_RE = re.compile(r"[A-Za-z0-9_.:-]+")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -328,8 +331,15 @@ def _check_env(extra_env: object, reserved: set[str]) -> dict[str, str]:
     return env
 
 
-def _elastic_args(elastic: Elastic, spec: LaunchSpec, np: int, hosts_arg: str) -> list[str]:
-    """``-np N --min-np A --max-np B`` and where the hosts come from."""
+def _elastic_args(elastic: Elastic, spec: LaunchSpec, np: int, hosts_arg: str) -> tuple[list[str], dict[str, str]]:
+    """``-np N --min-np A --max-np B``, where the hosts come from, the blacklist cooldown; and the variables for
+    hvdtrain's discovery script.
+
+    horovodrun's fixed ``-H`` hosts need two hosts or more (``Cannot run in fault tolerance mode with fewer than 2
+    hosts``), and a host whose worker fails is blacklisted. So a single host, and any user discovery script, go
+    through :data:`DISCOVERY_SCRIPT`, which lists one machine under two names (see the script); with the cooldown a
+    blacklisted host comes back.
+    """
     for name, value in (("min_np", elastic.min_np), ("max_np", elastic.max_np)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise LaunchError(f"elastic {name} must be an integer >= 1, got {value!r}")
@@ -338,16 +348,22 @@ def _elastic_args(elastic: Elastic, spec: LaunchSpec, np: int, hosts_arg: str) -
             f"elastic training needs --min-np <= -np <= --max-np, got {elastic.min_np}, {np}, {elastic.max_np}"
         )
     args = ["-np", str(np), "--min-np", str(elastic.min_np), "--max-np", str(elastic.max_np)]
+    args += ["--blacklist-cooldown-range", *map(str, ELASTIC_COOLDOWN_S)]
+    discovery = ["--host-discovery-script", str(DISCOVERY_SCRIPT)]
     if elastic.discovery_script is None:
         if spec.hosts and elastic.max_np > total_slots(spec.hosts):
             raise LaunchError(f"--max-np {elastic.max_np} is more than the {total_slots(spec.hosts)} slot(s) of -H")
-        return [*args, "-H", hosts_arg if spec.hosts else f"localhost:{elastic.max_np}"]
+        if len(spec.hosts) >= 2:
+            return [*args, "-H", hosts_arg], {}
+        return [*args, *discovery], {
+            "HVDTRAIN_ELASTIC_HOSTS": hosts_arg if spec.hosts else f"localhost:{elastic.max_np}"
+        }
     if spec.hosts:
         raise LaunchError("give elastic hosts by -H or by a discovery script, not both")
     script = _path("discovery script", elastic.discovery_script)
-    if not _SAFE_PATH_RE.fullmatch(script):  # horovodrun runs it through /bin/sh as it is
+    if not _SAFE_PATH_RE.fullmatch(script):  # kept strict: it used to reach /bin/sh as it is
         raise LaunchError(f"discovery script path {script!r} may only hold letters, digits and _ . / + -")
-    return [*args, "--host-discovery-script", script]
+    return [*args, *discovery], {"HVDTRAIN_DISCOVERY_SCRIPT": script}
 
 
 def running_as_root() -> bool:
@@ -384,7 +400,8 @@ def build_command(spec: LaunchSpec) -> LaunchCommand:
     if spec.elastic is not None and spec.launcher != "horovodrun":
         raise LaunchError("elastic training needs launcher 'horovodrun'")
     if spec.launcher == "horovodrun" and spec.elastic is not None:
-        argv = ["horovodrun", *_elastic_args(spec.elastic, spec, np, hosts_arg)]
+        elastic_args, discovery_env = _elastic_args(spec.elastic, spec, np, hosts_arg)
+        argv = ["horovodrun", *elastic_args]
         if spec.controller == "mpi":
             raise LaunchError("elastic training runs on the Gloo controller, not MPI")
         argv += knobs.horovodrun_flags()
@@ -392,7 +409,7 @@ def build_command(spec: LaunchSpec) -> LaunchCommand:
         if knobs.interfaces is None and local_only:
             # Horovod otherwise waits for two hosts to agree on a common network interface.
             argv += ["--network-interfaces", "lo"]
-        return LaunchCommand(argv=argv + program, env={**extra_env, **root_env})
+        return LaunchCommand(argv=argv + program, env={**extra_env, **discovery_env, **root_env})
     if spec.launcher == "horovodrun":
         argv = ["horovodrun", "-np", str(np), "-H", hosts_arg]
         if spec.controller is not None:

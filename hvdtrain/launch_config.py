@@ -342,7 +342,7 @@ def to_spec(
         elastic=Elastic(
             min_np=config.min_np or 1,
             max_np=config.max_np or placement.np,
-            discovery_script=str(config.host_discovery_script) if config.host_discovery_script else None,
+            discovery_script=os.path.abspath(config.host_discovery_script) if config.host_discovery_script else None,
         )
         if config.elastic
         else None,

@@ -12,6 +12,7 @@ import pytest
 
 from hvdtrain.hosts import Host
 from hvdtrain.launch import (
+    DISCOVERY_SCRIPT,
     Elastic,
     HorovodKnobs,
     LaunchCommand,
@@ -459,20 +460,55 @@ def test_import_is_pure_python():
 # --- elastic -------------------------------------------------------------------------------------------------------
 
 
-def test_elastic_on_localhost_names_the_loopback_interface() -> None:
+COOLDOWN = ["--blacklist-cooldown-range", "1", "30"]
+DISCOVER = ["--host-discovery-script", str(DISCOVERY_SCRIPT)]
+
+
+def test_elastic_on_localhost_goes_through_the_discovery_script_with_the_loopback_interface() -> None:
     cmd = build_command(LaunchSpec(program=PROG, np=2, elastic=Elastic(min_np=1, max_np=3)))
     assert cmd.argv == [
-        "horovodrun", "-np", "2", "--min-np", "1", "--max-np", "3", "-H", "localhost:3",
+        "horovodrun", "-np", "2", "--min-np", "1", "--max-np", "3", *COOLDOWN, *DISCOVER,
         "--network-interfaces", "lo", *PROG,
     ]  # fmt: skip
+    assert cmd.env["HVDTRAIN_ELASTIC_HOSTS"] == "localhost:3"  # horovodrun's -H would need 2 hosts or more
+
+
+def test_elastic_on_two_hosts_keeps_horovodruns_fixed_hosts() -> None:
+    spec = LaunchSpec(program=PROG, np=2, hosts=[Host("a", 2), Host("b", 2)], elastic=Elastic(1, 4))
+    cmd = build_command(spec)
+    assert cmd.argv == ["horovodrun", "-np", "2", "--min-np", "1", "--max-np", "4", *COOLDOWN, "-H", "a:2,b:2", *PROG]
+    assert "HVDTRAIN_ELASTIC_HOSTS" not in cmd.env
 
 
 def test_elastic_with_a_discovery_script() -> None:
     spec = LaunchSpec(program=PROG, np=4, elastic=Elastic(2, 8, "/opt/discover.sh"))
-    assert build_command(spec).argv == [
-        "horovodrun", "-np", "4", "--min-np", "2", "--max-np", "8", "--host-discovery-script", "/opt/discover.sh",
-        *PROG,
-    ]  # fmt: skip
+    cmd = build_command(spec)
+    assert cmd.argv == ["horovodrun", "-np", "4", "--min-np", "2", "--max-np", "8", *COOLDOWN, *DISCOVER, *PROG]
+    assert cmd.env["HVDTRAIN_DISCOVERY_SCRIPT"] == "/opt/discover.sh"  # run by hvdtrain's script
+
+
+@pytest.mark.parametrize(
+    ("listed", "printed"),
+    [
+        ("localhost:2", "localhost:1\n127.0.0.1:1\n"),  # one machine under two names: a lost worker is not the end
+        ("localhost:5", "localhost:3\n127.0.0.1:2\n"),
+        ("localhost:1", "localhost:1\n"),
+        ("node1:2,node2:2", "node1:2\nnode2:2\n"),
+    ],
+)
+def test_discovery_script_splits_a_single_local_host(listed: str, printed: str) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HVDTRAIN_ELASTIC_HOSTS": listed}
+    assert subprocess.run([str(DISCOVERY_SCRIPT)], env=env, capture_output=True, text=True).stdout == printed
+
+
+def test_discovery_script_runs_the_users_script_and_passes_its_failure_on(tmp_path: Path) -> None:
+    script = tmp_path / "discover.sh"
+    script.write_text("#!/bin/sh\necho localhost:2\nexit ${FAIL:-0}\n")
+    script.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "HVDTRAIN_DISCOVERY_SCRIPT": str(script)}
+    done = subprocess.run([str(DISCOVERY_SCRIPT)], env=env, capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (0, "localhost:1\n127.0.0.1:1\n")
+    assert subprocess.run([str(DISCOVERY_SCRIPT)], env={**env, "FAIL": "3"}, capture_output=True).returncode == 3
 
 
 @pytest.mark.parametrize(
