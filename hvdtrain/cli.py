@@ -40,6 +40,7 @@ from hvdtrain.launch_config import (
 )
 from hvdtrain.options import (
     EXIT_INTERRUPTED,
+    EXIT_USAGE,
     config_to_args,
     fail,
     run_cli,
@@ -236,8 +237,10 @@ def execute(command: LaunchCommand) -> int:
     elif outcome.returncode < 0:
         left = f"; ended the {ended} it left running" if outcome.stopped else ""
         say(f"error: {program} was killed by {signal.Signals(-outcome.returncode).name}{left}")
-    elif outcome.stopped:
-        say(f"{program} exited with status {outcome.returncode}; ended the {ended} it left running")
+    elif outcome.failure is not None and outcome.failure.status != EXIT_USAGE:  # a usage error: the rank said it
+        say(f"error: {outcome.failure.describe()}; {program} ended the job")
+    elif outcome.stopped and outcome.returncode == 0:
+        say(f"{program} exited with status 0; ended the {ended} it left running")
     return outcome.exit_code
 
 

@@ -8,7 +8,9 @@ group, therefore never reaches every process of the job. So hvdtrain:
 - becomes a child subreaper (Linux), so ranks whose launcher died are re-parented to hvdtrain, not to pid 1;
 - on SIGTERM, SIGINT or SIGHUP, sends SIGTERM to every process of the job (its descendants), waits up to
   ``TERMINATE_GRACE_S`` and SIGKILLs what is left;
-- after the launcher exits, stops whatever it left behind (mpirun killed with -9 leaves its ranks running).
+- after the launcher exits, stops whatever it left behind (mpirun killed with -9 leaves its ranks running);
+- relays the launcher's stderr, replacing its own reports of a failed rank (Open MPI's banners, horovodrun's Gloo
+  traceback) by the failure they describe (:class:`StderrCondenser`), which hvdtrain then reports in one line.
 
 Pure Python (psutil, which Horovod needs too): importing this module imports neither TensorFlow nor Horovod.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,6 +28,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
+from typing import BinaryIO
 
 import psutil
 
@@ -32,6 +36,12 @@ TERMINATE_GRACE_S = 5.0  # after SIGTERM, how long the job's processes may take 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 _POLL_S = 0.05
+_RELAY_JOIN_S = 2.0
+_BANNER = b"-" * 74  # Open MPI's show_help frame
+_GLOO_FAILURE = b"RuntimeError: Horovod detected that one or more processes exited with non-zero status"
+_MPI_EXIT = re.compile(r"Process name:\s*\[\[\d+,\d+\],(\d+)\].*?Exit code:\s*(\d+)", re.S)
+_GLOO_TERMINATED = re.compile(rb"\[\d+\]<stderr>:Terminated")  # the shell around a rank horovodrun stopped
+_MPI_SIGNAL = re.compile(r"process rank (\d+) with PID \d+ on node \S+ exited on signal (\d+)")
 
 
 class Interrupted(Exception):
@@ -42,22 +52,134 @@ class Interrupted(Exception):
         self.signum = signum
 
 
+def shell_status(returncode: int) -> int:
+    """A return code as a shell exit status (killed by signal N -> 128 + N)."""
+    return returncode if returncode >= 0 else 128 - returncode
+
+
+@dataclass(frozen=True)
+class RankFailure:
+    """The first rank the launcher saw fail: its rank and its exit status (128 + N when killed by signal N)."""
+
+    rank: int
+    status: int
+
+    def describe(self) -> str:
+        """``rank 1 was killed by SIGKILL`` or ``rank 1 exited with status 3``."""
+        if self.status > 128:
+            try:
+                return f"rank {self.rank} was killed by {signal.Signals(self.status - 128).name}"
+            except ValueError:
+                pass
+        return f"rank {self.rank} exited with status {self.status}"
+
+
 @dataclass(frozen=True)
 class Outcome:
     """How a job ended: the launcher's return code (negative: killed by that signal), the stop signal hvdtrain got
-    (if any), and how many processes hvdtrain had to stop (``killed`` of them with SIGKILL)."""
+    (if any), how many processes hvdtrain had to stop (``killed`` of them with SIGKILL), and the failed rank that
+    the launcher reported (its report taken out of the output)."""
 
     returncode: int
     signum: int | None
     stopped: int
     killed: int
+    failure: RankFailure | None = None
 
     @property
     def exit_code(self) -> int:
-        """The shell exit code: 128 + the signal hvdtrain got, else the launcher's (killed by N -> 128 + N)."""
+        """The shell exit code: 128 + the signal hvdtrain got, else the failed rank's status when the launcher
+        reported one (horovodrun's Gloo mode exits 1 whatever the rank did), else the launcher's."""
         if self.signum is not None:
             return 128 + self.signum
-        return self.returncode if self.returncode >= 0 else 128 - self.returncode
+        if self.failure is not None and self.returncode != 0:
+            return self.failure.status
+        return shell_status(self.returncode)
+
+
+class StderrCondenser:
+    """Relays the launcher's stderr line by line, taking out the launcher's own reports of a failed rank: Open
+    MPI's framed banners (``Primary job terminated normally...``, ``mpirun detected that one or more processes
+    exited with non-zero status...``, ``mpirun noticed that process rank 1 ... exited on signal 9``) and horovodrun's
+    Gloo traceback (``RuntimeError: Horovod detected that one or more processes exited ...`` with ``Process name``
+    and ``Exit code``, and the ``[1]<stderr>:Terminated`` of the ranks it stopped then). What they said is kept in
+    :attr:`failure`; anything else passes unchanged."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.failure: RankFailure | None = None
+        self._held: list[bytes] = []
+        self._mode: str | None = None
+
+    def feed(self, line: bytes) -> None:
+        """Take one line (with its newline)."""
+        bare = line.rstrip(b"\r\n")
+        if self._mode == "after":  # horovodrun ends its traceback with an empty line
+            self._mode = None
+            if not bare:
+                return
+        if self._mode is None:
+            if bare == _BANNER:
+                self._mode = "banner"
+            elif bare == b"Traceback (most recent call last):":
+                self._mode = "traceback"
+            elif _GLOO_TERMINATED.fullmatch(bare):
+                return
+            else:
+                self._write([line])
+                return
+            self._held = [line]
+            return
+        self._held.append(line)
+        if self._mode == "banner" and bare == _BANNER:
+            self._end_banner()
+        elif self._mode == "traceback" and bare.startswith(_GLOO_FAILURE):
+            self._mode = "gloo"
+        elif self._mode == "traceback" and bare and not bare[:1].isspace():
+            self.flush()  # some other traceback: the user needs to see it
+        elif self._mode == "gloo" and bare.startswith(b"Exit code:"):
+            name = next((h for h in self._held if h.startswith(b"Process name:")), b"")
+            rank, status = name.split(b":")[-1].strip(), bare.split(b":")[-1].strip()
+            if rank.isdigit() and status.lstrip(b"-").isdigit():
+                self._record(int(rank), shell_status(int(status)))
+                self._held, self._mode = [], "after"
+            else:
+                self.flush()
+        elif self._mode == "gloo" and not bare.startswith(b"Process name:"):
+            self.flush()
+
+    def _end_banner(self) -> None:
+        text = b"".join(self._held).decode("utf-8", "replace")
+        if exited := _MPI_EXIT.search(text):
+            self._record(int(exited.group(1)), int(exited.group(2)))
+        elif signalled := _MPI_SIGNAL.search(text):
+            self._record(int(signalled.group(1)), 128 + int(signalled.group(2)))
+        elif "Primary job  terminated normally, but" not in text:
+            self.flush()  # a banner about something else
+            return
+        self._held, self._mode = [], None
+
+    def _record(self, rank: int, status: int) -> None:
+        if self.failure is None:
+            self.failure = RankFailure(rank, status)
+
+    def flush(self) -> None:
+        """Write out whatever is held back (at the end, or when it was not a report after all)."""
+        self._write(self._held)
+        self._held, self._mode = [], None
+
+    def _write(self, lines: Sequence[bytes]) -> None:
+        if lines:
+            self.out.write(b"".join(lines))
+            self.out.flush()
+
+
+def _relay(pipe: BinaryIO, condenser: StderrCondenser) -> None:
+    """Feed ``pipe`` to ``condenser`` until every process of the job has closed it."""
+    with pipe:
+        for line in iter(pipe.readline, b""):
+            condenser.feed(line)
+    condenser.flush()
 
 
 def become_subreaper() -> bool:
@@ -133,24 +255,34 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
 
 def run_job(argv: Sequence[str], executable: str, env: Mapping[str, str]) -> Outcome:
     """Run the launcher ``argv`` (no shell) in its own session until it ends or a stop signal arrives; then make
-    sure no process of the job is left. OSError if it cannot start."""
+    sure no process of the job is left. Its stderr goes through a :class:`StderrCondenser`. OSError if it cannot
+    start."""
     main_thread = threading.current_thread() is threading.main_thread()
     if main_thread:
         become_subreaper()
     previous = {s: signal.getsignal(s) for s in STOP_SIGNALS} if main_thread else {}
+    condenser = StderrCondenser(sys.stderr.buffer)
+    relay: threading.Thread | None = None
     signum: int | None = None
     try:
         for s in previous:
             signal.signal(s, _raise_interrupted)
         try:
-            process = subprocess.Popen(list(argv), executable=executable, env=dict(env), start_new_session=True)
+            process = subprocess.Popen(
+                list(argv), executable=executable, env=dict(env), start_new_session=True, stderr=subprocess.PIPE
+            )
+            if process.stderr is not None:
+                relay = threading.Thread(target=_relay, args=(process.stderr, condenser), daemon=True)
+                relay.start()
             returncode = process.wait()
         except Interrupted as exc:
             signum, returncode = exc.signum, -exc.signum
         for s in previous:  # a second signal while stopping changes nothing: the job is being stopped
             signal.signal(s, signal.SIG_IGN)
         stopped, killed = stop_all()
+        if relay is not None:
+            relay.join(_RELAY_JOIN_S)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    return Outcome(returncode, signum, stopped, killed)
+    return Outcome(returncode, signum, stopped, killed, condenser.failure if signum is None else None)

@@ -707,6 +707,7 @@ class FakePopen:
     returncode = 0
     errors: list[BaseException] = []
     launches: list[FakePopen] = []
+    stderr = None  # not relayed
 
     def __init__(self, argv: list[str], **kwargs: Any) -> None:
         self.argv, self.kwargs, self.signals, self.waits = argv, kwargs, [], []

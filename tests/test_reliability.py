@@ -181,3 +181,44 @@ def test_mpirun_killed_stops_its_ranks_and_says_so(tmp_path: Path) -> None:
     assert last == "hvdtrain: error: mpirun was killed by SIGKILL; ended the 2 process(es) it left running", last
     for path in checkpoint.list_checkpoints(ckpt):
         assert checkpoint.load(path).epoch >= 1
+
+
+@pytest.mark.parametrize(
+    "launch_args", [[], ["--launcher", "mpirun"], ["--gloo"]], ids=["horovodrun", "mpirun", "gloo"]
+)
+def test_error_in_the_ranks_is_one_line_without_the_launchers_report(tmp_path: Path, launch_args: list[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    argv = [HVDTRAIN, "run", "digits", "-np", "2", "--checkpoint-dir", str(blocker / "ckpt"), *launch_args]
+    done = run(argv)
+    assert done.returncode == 2, done.stderr[-3000:]  # --gloo: horovodrun itself exits 1
+    # Before: the rank's line, then Open MPI's two framed banners (10 lines) or horovodrun's traceback (12 lines).
+    said = [line for line in error_lines(done.stderr) if "<stderr>:[rank " not in line and "WARNING" not in line]
+    assert len(said) == 1 and said[0].endswith("hvdtrain: error: cannot write checkpoints to "
+                                               f"{blocker / 'ckpt'}: Not a directory"), said  # fmt: skip
+
+
+def test_killed_rank_under_gloo_is_one_line_and_its_exit_status(tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    job = subprocess.Popen(
+        [HVDTRAIN, "run", "digits", "-np", "2", "--gloo", "--epochs", "200", "--checkpoint-dir", str(ckpt)],
+        env={**os.environ, **ROOT_ENV},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not (ckpt / "epoch-0001.npz").exists():
+            assert job.poll() is None and time.monotonic() < deadline, "job ended before its first checkpoint"
+            time.sleep(0.05)
+        (victim,) = [p for p in job_processes(ckpt) if p.environ().get("HOROVOD_RANK") == "1"]
+        victim.kill()
+        _, stderr = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 137, stderr[-3000:]  # before: exit 1
+    assert "Traceback" not in stderr  # before: horovodrun's 12-line traceback
+    assert error_lines(stderr)[-1] == "hvdtrain: error: rank 1 was killed by SIGKILL; horovodrun ended the job"
+    assert job_processes(ckpt) == []

@@ -1,0 +1,130 @@
+"""The job runner (hvdtrain/job.py): the launcher's own failure reports become one line; no process outlives it."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import psutil
+import pytest
+
+from hvdtrain import job
+
+# What Open MPI 4.1 and horovodrun 0.28.1 print, captured from real runs.
+MPI_EXIT_2 = """\
+--------------------------------------------------------------------------
+Primary job  terminated normally, but 1 process returned
+a non-zero exit code. Per user-direction, the job has been aborted.
+--------------------------------------------------------------------------
+--------------------------------------------------------------------------
+mpirun detected that one or more processes exited with non-zero status, thus causing
+the job to be terminated. The first process to do so was:
+
+  Process name: [[2036,1],1]
+  Exit code:    2
+--------------------------------------------------------------------------
+"""
+MPI_KILLED = """\
+--------------------------------------------------------------------------
+Primary job  terminated normally, but 1 process returned
+a non-zero exit code. Per user-direction, the job has been aborted.
+--------------------------------------------------------------------------
+--------------------------------------------------------------------------
+mpirun noticed that process rank 1 with PID 0 on node vm exited on signal 9 (Killed).
+--------------------------------------------------------------------------
+"""
+GLOO_KILLED = """\
+[0]<stderr>:Terminated
+Traceback (most recent call last):
+  File "/venv/bin/horovodrun", line 6, in <module>
+    sys.exit(run_commandline())
+             ^^^^^^^^^^^^^^^^^
+  File "/venv/lib/python3.11/site-packages/horovod/runner/gloo_run.py", line 284, in launch_gloo
+    raise RuntimeError('Horovod detected that one or more processes exited with non-zero '
+RuntimeError: Horovod detected that one or more processes exited with non-zero status, thus causing the job to \
+be terminated. The first process to do so was:
+Process name: 1
+Exit code: 137
+
+"""
+OTHER = """\
+[1,0]<stderr>:[rank 0] epoch 3: 2000 samples/s
+--------------------------------------------------------------------------
+There are not enough slots available in the system to satisfy the 4
+slots that were requested by the application.
+--------------------------------------------------------------------------
+Traceback (most recent call last):
+  File "x.py", line 1, in <module>
+ValueError: something else
+last line without newline"""
+
+
+def condense(text: str) -> tuple[str, job.RankFailure | None]:
+    out = io.BytesIO()
+    condenser = job.StderrCondenser(out)
+    for line in io.BytesIO(text.encode()).readlines():
+        condenser.feed(line)
+    condenser.flush()
+    return out.getvalue().decode(), condenser.failure
+
+
+@pytest.mark.parametrize(
+    ("report", "failure", "line"),
+    [
+        (MPI_EXIT_2, job.RankFailure(1, 2), "rank 1 exited with status 2"),
+        (MPI_KILLED, job.RankFailure(1, 137), "rank 1 was killed by SIGKILL"),
+        (GLOO_KILLED, job.RankFailure(1, 137), "rank 1 was killed by SIGKILL"),
+    ],
+    ids=["mpirun-exit-2", "mpirun-signal-9", "gloo-exit-137"],
+)
+def test_launcher_reports_of_a_failed_rank_are_taken_out(report: str, failure: job.RankFailure, line: str) -> None:
+    rank_line = "[1,1]<stderr>:hvdtrain: error: cannot write checkpoints to /x\n"
+    out, found = condense(rank_line + report)
+    assert out == rank_line  # before: 10 more lines from mpirun, or horovodrun's 10-line traceback
+    assert found == failure and found.describe() == line
+
+
+def test_anything_else_passes_unchanged() -> None:
+    assert condense(OTHER) == (OTHER, None)
+
+
+def test_exit_code_is_the_failed_ranks_when_the_launcher_reported_one() -> None:
+    assert job.Outcome(1, None, 0, 0, job.RankFailure(1, 137)).exit_code == 137  # horovodrun --gloo exits 1
+    assert job.Outcome(0, None, 0, 0, job.RankFailure(1, 137)).exit_code == 0
+    assert job.Outcome(-9, None, 2, 0).exit_code == 137
+    assert job.Outcome(-15, signal.SIGTERM, 3, 1, None).exit_code == 143
+
+
+RANK = (
+    "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); open(sys.argv[1], 'w'); time.sleep(600)"
+)
+LAUNCHER = f"""\
+import subprocess, sys, time
+# A launcher that starts a 'rank' in a session of its own (as horovodrun --gloo does) that ignores SIGTERM.
+subprocess.Popen([sys.executable, "-c", {RANK!r}, sys.argv[1]], start_new_session=True)
+time.sleep(600)
+"""
+
+
+def test_sigterm_stops_every_process_of_the_job_even_one_that_ignores_it(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    script = tmp_path / "launcher.py"
+    script.write_text(
+        LAUNCHER.replace("sys.argv[1]], start", "sys.argv[1]], start").replace('"import', '"import sys, ')
+    )
+
+    def signal_when_ready() -> None:
+        while not ready.exists():
+            threading.Event().wait(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=signal_when_ready, daemon=True).start()
+    outcome = job.run_job([sys.executable, str(script), str(ready)], sys.executable, dict(os.environ))
+    assert outcome.signum == signal.SIGTERM and outcome.exit_code == 143
+    assert outcome.stopped == 2 and outcome.killed == 1  # the rank ignored SIGTERM and got SIGKILL
+    leftovers = [p for p in psutil.process_iter(["cmdline"]) if str(ready) in (p.info["cmdline"] or [])]
+    assert leftovers == []
