@@ -1,3 +1,4 @@
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -5,6 +6,7 @@ import pytest
 
 from hvdtrain.config import ConfigError
 from hvdtrain.data import DataError, read_npz_splits, shard, shard_bounds, steps_per_epoch
+from hvdtrain.log import get_logger
 
 
 @pytest.mark.parametrize("n", [2, 7, 10, 1437, 60000])
@@ -59,3 +61,24 @@ def test_read_npz_splits_errors(tmp_path: Path) -> None:
         read_npz_splits(uneven)
     with pytest.raises(DataError, match="cannot read"):
         read_npz_splits(tmp_path / "absent.npz")
+
+
+@pytest.mark.parametrize(
+    ("batch", "size", "warned"), [(1000, 2, True), (5000, 1, True), (718, 2, False), (32, 2, False)]
+)
+def test_a_global_batch_larger_than_the_data_is_warned_about(batch: int, size: int, warned: bool) -> None:
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    get_logger().addHandler(handler)
+    try:
+        steps_per_epoch(1437, batch, size)
+    finally:
+        get_logger().removeHandler(handler)
+    messages = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert bool(messages) == warned, messages  # before: nothing, and digits fell from 0.97 to 0.88
+    if warned:
+        assert (
+            "is larger than the 1437 samples" in messages[0] and f"--batch-size {1437 // size} or less" in messages[0]
+        )
