@@ -324,10 +324,23 @@ def launch(spec: LaunchSpec, command: LaunchCommand, check_hosts: bool, here: Ca
         if bad:
             shown = ", ".join(f"{host!r} ({why})" for host, why in bad)
             return fail(f"cannot resolve host name(s) {shown}; fix -H/--hostfile or skip with --no-check-hosts")
+    for flag, path in (("--timeline", spec.knobs.timeline), ("--autotune-log", spec.knobs.autotune_log)):
+        if path is not None and (problem := _make_parent(Path(path))) is not None:
+            return fail(f"{flag} {path}: cannot create its directory: {problem}")
     if spec.launcher == "none":
         os.environ.update(command.env)
         return here()
     return execute(command)
+
+
+def _make_parent(path: Path) -> str | None:
+    """Create ``path``'s directory (Horovod only opens the file, and says so in a log line the run goes past);
+    the reason if that fails."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def launch_values(values: dict[str, Any]) -> dict[str, Any]:

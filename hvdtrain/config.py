@@ -109,6 +109,8 @@ class TrainConfig:
             value = getattr(self, f.name)
             if (problem := range_problem(f.metadata, value) or path_problem(value)) is not None:
                 raise ConfigError(f"{option_name(f.name)} {problem}")
+            if f.name.endswith("_dir") and isinstance(value, Path) and value.exists() and not value.is_dir():
+                raise ConfigError(f"{option_name(f.name)} {value} is not a directory (it is a file)")
         if self.warmup_epochs > self.epochs:
             raise ConfigError(f"--warmup-epochs ({self.warmup_epochs:g}) is longer than --epochs ({self.epochs})")
         if self.resume == "require" and self.checkpoint_dir is None:

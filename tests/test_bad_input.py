@@ -139,6 +139,26 @@ CASES: list[Case] = [
         ],
         "already holds checkpoints",
     ),  # fmt: skip
+    (
+        "digits with a data directory",
+        lambda d: ["run", "digits", "--launcher", "none", "--data-dir", str(d)],
+        "the digits recipe uses scikit-learn's bundled data; --data-dir",
+    ),
+    (
+        "checkpoint directory is a file",
+        lambda d: ["run", "digits", "--launcher", "none", "--checkpoint-dir", str(write(d / "f", "x"))],
+        "/f is not a directory (it is a file)",  # before: only "File exists"
+    ),
+    (
+        "log directory is a file",
+        lambda d: ["run", "digits", "--launcher", "none", "--epochs", "1", "--log-dir", str(write(d / "f", "x"))],
+        "--log-dir ",  # before: a FileExistsError traceback after the model was built, exit 1
+    ),
+    (
+        "timeline under a file",
+        lambda d: ["run", "digits", "--launcher", "none", "--timeline", str(write(d / "f", "x") / "t.json")],
+        "/t.json: cannot create its directory: ",
+    ),
     *[
         (
             f"{flag} not UTF-8",
@@ -180,3 +200,12 @@ def test_there_are_at_least_twenty_bad_inputs() -> None:
 
 def test_both_controllers_are_built_here() -> None:
     assert controller_problem("mpi") is None and controller_problem("gloo") is None
+
+
+@pytest.mark.parametrize("flag", ["--timeline", "--autotune-log"])
+def test_timeline_and_autotune_log_directories_are_created(tmp_path: Path, flag: str) -> None:
+    target = tmp_path / "new" / "dir" / "out.json"
+    extra = ["--autotune"] if flag == "--autotune-log" else []
+    done = run([HVDTRAIN, "run", "digits", "--launcher", "none", "--epochs", "1", *extra, flag, str(target)])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert target.is_file()  # before: "Error opening the Horovod Timeline file", no file, exit 0

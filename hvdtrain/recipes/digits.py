@@ -16,7 +16,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from hvdtrain.backends.horovod_keras import World
-from hvdtrain.config import TrainConfig
+from hvdtrain.config import ConfigError, TrainConfig
 from hvdtrain.data import DataSplits
 from hvdtrain.recipe import Recipe
 
@@ -25,7 +25,9 @@ SPLIT_SEED = 0  # the same split on every rank and every run
 
 
 def load_data(config: TrainConfig, world: World) -> DataSplits:
-    """Pixels scaled to [0, 1], a fixed stratified 80/20 split."""
+    """Pixels scaled to [0, 1], a fixed stratified 80/20 split; the data is bundled, so --data-dir is refused."""
+    if config.data_dir is not None:
+        raise ConfigError(f"the digits recipe uses scikit-learn's bundled data; --data-dir {config.data_dir} is unused")
     digits = load_digits()
     x = (digits.data / 16.0).astype(np.float32)
     y = digits.target.astype(np.int64)
