@@ -1,8 +1,9 @@
 """Atomic epoch checkpoints: model weights, optimizer state, epoch, recipe and config in one ``.npz`` file.
 
 Rank 0 writes ``epoch-0003.npz`` through a temporary name, fsyncs it and renames it into place, so a job killed at
-any moment leaves either the whole file or none. The newest ``keep`` files are kept. Loading skips a truncated or
-corrupt newest file with a warning and falls back to the one before.
+any moment leaves either the whole file or none (a temporary file a signal left behind is removed by the next save).
+The newest ``keep`` files are kept. Loading skips a truncated or corrupt newest file with a warning and falls back to
+the one before.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from hvdtrain.log import get_logger
 
 _NAME = re.compile(r"^epoch-(\d{4,})\.npz$")
 FORMAT_VERSION = 1
+_TMP_PREFIX = ".tmp-"
 
 
 @dataclass
@@ -65,7 +67,7 @@ def save(directory: Path, ckpt: Checkpoint, keep: int) -> Path:
     arrays = {f"w{i}": w for i, w in enumerate(ckpt.weights)}
     arrays.update({f"o{i}": v for i, v in enumerate(ckpt.optimizer)})
     target = checkpoint_path(directory, ckpt.epoch)
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
+    fd, tmp_name = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".npz", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
@@ -82,6 +84,8 @@ def save(directory: Path, ckpt: Checkpoint, keep: int) -> Path:
         os.close(dir_fd)
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
+    for stale in directory.glob(f"{_TMP_PREFIX}*.npz"):  # left by a save that a signal ended (only rank 0 writes)
+        stale.unlink(missing_ok=True)
     return target
 
 

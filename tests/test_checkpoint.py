@@ -65,3 +65,11 @@ def test_unwritable_directory_is_a_data_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(DataError, match="cannot write checkpoints"):
         checkpoint.check_writable(blocker / "ckpt")
+
+
+def test_a_save_removes_the_temporary_file_an_interrupted_save_left(tmp_path: Path) -> None:
+    stale = tmp_path / ".tmp-k1ll3d.npz"
+    stale.write_bytes(b"PK\x03\x04 half of a checkpoint")  # what SIGTERM/SIGKILL mid-save leaves behind
+    checkpoint.save(tmp_path, state(1), keep=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-0001.npz"]
+    assert checkpoint.load_latest(tmp_path).epoch == 1
