@@ -39,6 +39,7 @@ def test_worker_leaves_and_rejoins(tmp_path: Path) -> None:
         HVDTRAIN, "run", "digits", "--elastic", "-np", "2", "--min-np", "1", "--max-np", "2",
         "--host-discovery-script", str(discover), "--network-interface", "lo",
         "--epochs", "10", "--batch-size", "2", "--checkpoint-dir", str(ckpt), "--log-dir", str(logs),
+        "--log-all-ranks",  # the one machine has two names; the worker that leaves may be rank 0 (then silent)
     ]  # fmt: skip
     job = subprocess.Popen(
         argv, env={**os.environ, **ROOT_ENV}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
