@@ -106,7 +106,7 @@ class StderrCondenser:
     :attr:`failure`; anything else passes unchanged."""
 
     def __init__(self, out: BinaryIO) -> None:
-        self.out = out
+        self.out: BinaryIO | None = out
         self.failure: RankFailure | None = None
         self._held: list[bytes] = []
         self._mode: str | None = None
@@ -169,9 +169,12 @@ class StderrCondenser:
         self._held, self._mode = [], None
 
     def _write(self, lines: Sequence[bytes]) -> None:
-        if lines:
-            self.out.write(b"".join(lines))
-            self.out.flush()
+        if lines and self.out is not None:
+            try:
+                self.out.write(b"".join(lines))
+                self.out.flush()
+            except OSError:  # our stderr is gone (a closed pipe): keep draining the job's, or its ranks would block
+                self.out = None
 
 
 def _relay(pipe: BinaryIO, condenser: StderrCondenser) -> None:

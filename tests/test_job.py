@@ -128,3 +128,15 @@ def test_sigterm_stops_every_process_of_the_job_even_one_that_ignores_it(tmp_pat
     assert outcome.stopped == 2 and outcome.killed == 1  # the rank ignored SIGTERM and got SIGKILL
     leftovers = [p for p in psutil.process_iter(["cmdline"]) if str(ready) in (p.info["cmdline"] or [])]
     assert leftovers == []
+
+
+def test_a_closed_stderr_does_not_stop_the_relay() -> None:
+    class Closed(io.BytesIO):
+        def write(self, data: bytes) -> int:  # type: ignore[override]
+            raise BrokenPipeError(32, "Broken pipe")
+
+    condenser = job.StderrCondenser(Closed())
+    for line in [b"a\n", *io.BytesIO(MPI_KILLED.encode()).readlines(), b"b\n"]:
+        condenser.feed(line)  # before: BrokenPipeError ended the relay thread; the ranks then blocked on stderr
+    condenser.flush()
+    assert condenser.failure == job.RankFailure(1, 137)
