@@ -82,8 +82,8 @@ def _tensorflow() -> tuple[list[tuple[str, str]], bool]:
     except Exception as exc:  # noqa: BLE001
         return [("TensorFlow", f"not importable: {_first_line(exc)}")], False
     keras = str(tf.keras.__version__)
-    backend = "keras3 (Horovod core collectives)" if keras.startswith("3") else "keras2 (Horovod's Keras wrappers)"
-    lines = [("TensorFlow", f"{tf.__version__} (Keras {keras}, hvdtrain back end {backend})")]
+    backend = "keras3 (Horovod's core collectives)" if keras.startswith("3") else "keras2 (Horovod's Keras wrappers)"
+    lines = [("TensorFlow", f"{tf.__version__}, Keras {keras}: hvdtrain back end {backend}")]
     try:
         gpus = tf.config.list_physical_devices("GPU")
         lines.append(("GPUs", f"{len(gpus)}: " + ", ".join(g.name for g in gpus) if gpus else "none (CPU only)"))

@@ -98,12 +98,20 @@ build_horovod() {
   export HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_MPI=1 HOROVOD_WITH_GLOO=1
   export HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
   export HOROVOD_CMAKE=/usr/bin/cmake MAKEFLAGS="-j$(nproc)"  # setup.py builds with -j8 unless MAKEFLAGS is set
-  if [ "$gpu" = 1 ]; then
+  if [ "$gpu" = 1 ]; then  # not tried here (no GPU): see the README's "GPU builds on TensorFlow 2.21"
     export HOROVOD_GPU_OPERATIONS=NCCL
-    # TF >= 2.19's XLA headers include these; both ship in the TensorFlow wheel (GPU builds only: not tried here).
-    local tf_include
+    # TF 2.21's XLA headers include these, which ship in the TensorFlow wheel; CMake reads CXXFLAGS at configure.
+    local tf_include site
     tf_include=$("$venv/bin/python" -c 'import tensorflow as tf; print(tf.sysconfig.get_include())')
     export CXXFLAGS="${CXXFLAGS:-} -I$tf_include/external/highwayhash -I$tf_include/external/farmhash_archive/src"
+    [ -d /usr/local/cuda ] && export HOROVOD_CUDA_HOME="${HOROVOD_CUDA_HOME:-/usr/local/cuda}"
+    # NCCL: the nvidia-nccl-cu12 wheel that tensorflow[and-cuda] brings has only libnccl.so.2 (no static library).
+    site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    if [ -z "${HOROVOD_NCCL_HOME:-}${HOROVOD_NCCL_LIB:-}" ] && [ -f "$site/nvidia/nccl/lib/libnccl.so.2" ]; then
+      ln -sf libnccl.so.2 "$site/nvidia/nccl/lib/libnccl.so"
+      export HOROVOD_NCCL_INCLUDE="$site/nvidia/nccl/include" HOROVOD_NCCL_LIB="$site/nvidia/nccl/lib"
+      export HOROVOD_NCCL_LINK=SHARED
+    fi
   fi
   "${pip[@]}" uninstall -y cmake 2>/dev/null || true  # Debian's cmake, never pip's 4.x
   mkdir -p "$wheel_dir"

@@ -221,3 +221,41 @@ def test_adasum_keeps_ranks_identical_under_mpi_and_is_refused_under_gloo(tmp_pa
     rank0, rank1 = (np.load(tmp_path / f"rank-{r}.npz") for r in range(2))
     np.testing.assert_array_equal(rank0["final"], rank1["final"])
     assert not np.array_equal(rank0["final"], rank0["initial"]) and float(rank0["accuracy"]) > 0.8
+
+
+_EMBEDDING = """
+import sys
+import numpy as np
+import tensorflow as tf
+from hvdtrain.backends import keras3
+from hvdtrain.config import TrainConfig
+world = keras3.init()
+tf.keras.utils.set_random_seed(world.rank)  # different initial weights and data on each rank
+model = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Embedding(50, 4), tf.keras.layers.Flatten(),
+                             tf.keras.layers.Dense(2)])
+config = TrainConfig(sparse_as_dense=sys.argv[1] == "dense")
+model.compile(optimizer=keras3.distributed_optimizer(tf.keras.optimizers.Adam(0.05), config),
+              loss="sparse_categorical_crossentropy", **keras3.compile_options())
+model.optimizer.build(model.trainable_variables)
+seen = []  # the type of the embedding's gradient as it goes to Horovod
+original = keras3.hvd.grouped_allreduce
+def grouped_allreduce(tensors, **kwargs):
+    seen.append(type(tensors[0]).__name__)
+    return original(tensors, **kwargs)
+keras3.hvd.grouped_allreduce = grouped_allreduce
+x = np.random.default_rng(world.rank).integers(0, 50, (64, 3))
+y = np.random.default_rng(world.rank).integers(0, 2, 64)
+model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=keras3.callbacks(config, 0.05, 4))
+flat = np.concatenate([w.ravel() for w in model.get_weights()])
+print(f"rank {world.rank}: grads {sorted(set(seen))} checksum {flat.sum():.6f} {flat[:3].round(6).tolist()}")
+"""
+
+
+@pytest.mark.multiproc
+@pytest.mark.parametrize(("mode", "grad_type"), [("sparse", "IndexedSlices"), ("dense", "SymbolicTensor")])
+def test_embedding_gradients_sparse_or_dense_keep_ranks_identical(mode: str, grad_type: str) -> None:
+    done = run([*launcher_argv("mpirun", 2), PYTHON, "-c", _EMBEDDING, mode])
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = sorted(line for line in done.stdout.splitlines() if line.startswith("rank "))
+    assert len(lines) == 2 and f"grads ['{grad_type}']" in lines[0]
+    assert lines[0].split(": ", 1)[1] == lines[1].split(": ", 1)[1]  # same gradients type, same weights

@@ -394,7 +394,7 @@ def test_stacks_checks_each_python_has_its_keras(tmp_path: Path) -> None:
 
 
 def test_stacks_table_and_report(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from hvdtrain.bench import runner, stacks
+    from hvdtrain.bench import runner
 
     rows = [
         {"workload": "mnist", "run": run, "program": name, "steps_per_sec": rate}
