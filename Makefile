@@ -16,7 +16,7 @@ export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 .PHONY: setup digits test test-stack lint
 
 setup:
-	HVDTRAIN_STACK=$(STACK) HVDTRAIN_VENV=$(VENV) bash scripts/setup.sh
+	HVDTRAIN_STACK=$(STACK) HVDTRAIN_VENV=$(abspath $(VENV)) bash scripts/setup.sh
 
 ## The main job: the digits recipe on 2 ranks, ending with its test accuracy.
 digits: setup

@@ -81,7 +81,9 @@ def _tensorflow() -> tuple[list[tuple[str, str]], bool]:
         tf = importlib.import_module("tensorflow")
     except Exception as exc:  # noqa: BLE001
         return [("TensorFlow", f"not importable: {_first_line(exc)}")], False
-    keras = str(tf.keras.__version__)
+    from hvdtrain.backends import keras_version
+
+    keras = keras_version()
     backend = "keras3 (Horovod's core collectives)" if keras.startswith("3") else "keras2 (Horovod's Keras wrappers)"
     lines = [("TensorFlow", f"{tf.__version__}, Keras {keras}: hvdtrain back end {backend}")]
     try:

@@ -145,5 +145,6 @@ missing = [name for name, ok in built.items() if not ok]
 if missing:
     raise SystemExit(f"[setup] Horovod lacks {', '.join(missing)}: remove the cached wheel and re-run")
 import horovod
-print(f"[setup] ok: TensorFlow {tf.__version__} (Keras {tf.keras.__version__}), Horovod {horovod.__version__} with MPI and Gloo")
+from hvdtrain.backends import keras_version
+print(f"[setup] ok: TensorFlow {tf.__version__} (Keras {keras_version()}), Horovod {horovod.__version__} with MPI and Gloo")
 PY

@@ -12,7 +12,8 @@ from hvdtrain.backends import keras_major
 
 def test_the_back_end_follows_the_installed_keras() -> None:
     backend = backends.current()
-    assert backend.KERAS_MAJOR == keras_major() == int(tf.keras.__version__.split(".")[0])
+    keras3 = tuple(int(v) for v in tf.__version__.split(".")[:2]) >= (2, 16)  # tf.keras is Keras 3 from TF 2.16 on
+    assert backend.KERAS_MAJOR == keras_major() == (3 if keras3 else 2)
     assert backend.__name__ == f"hvdtrain.backends.keras{keras_major()}"
 
 

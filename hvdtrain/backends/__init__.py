@@ -59,11 +59,20 @@ def installed_keras_major() -> int | None:
         return None
 
 
-def keras_major() -> int:
-    """The major version of the Keras that ``tf.keras`` is (2 on TensorFlow 2.15, 3 from 2.16 on)."""
+def keras_version() -> str:
+    """The version of the Keras that ``tf.keras`` is (2.15 on TensorFlow 2.15, 3.x from 2.16 on); imports TensorFlow.
+
+    Keras 3 says so on ``tf.keras``; TensorFlow 2.15's ``tf.keras`` has no ``__version__``: it is the ``keras`` 2.15
+    package's API.
+    """
     import tensorflow as tf
 
-    return int(str(tf.keras.__version__).split(".")[0])
+    return str(getattr(tf.keras, "__version__", None) or importlib.metadata.version("keras"))
+
+
+def keras_major() -> int:
+    """The major version of :func:`keras_version`."""
+    return int(keras_version().split(".")[0])
 
 
 @cache
