@@ -100,6 +100,18 @@ def _machine_options(env: bool) -> Callable[[Callable[..., Any]], Callable[..., 
     return apply
 
 
+def _output_option(name: str, files: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``-o/--output`` with the default folder ``runs/bench/NAME``."""
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("runs/bench") / name,
+        show_default=True,
+        help=f"Folder for {files}.",
+    )
+
+
 def _check_np(np: int) -> None:
     if np < 1:
         raise click.UsageError(f"-np must be >= 1, got {np}")
@@ -123,14 +135,7 @@ Examples:
 @_np_option(2, "Ranks, all on this machine.")
 @click.option("--min-size", default="4B", show_default=True, help="Smallest buffer (B, KiB, MiB, GiB).")
 @click.option("--max-size", default="64MiB", show_default=True, help="Largest buffer; sizes double from the smallest.")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("runs/bench/allreduce"),
-    show_default=True,
-    help="Folder for allreduce.json/.csv/.png, raw/ and logs/.",
-)
+@_output_option("allreduce", "allreduce.json/.csv/.png, raw/ and logs/")
 @click.option(
     "--contender",
     "contenders",
@@ -357,14 +362,7 @@ Examples:
     help="Folder holding mnist.npz [default: ~/.keras/datasets].",
 )
 @click.option("--synthetic-data", is_flag=True, help="Write and use a random mnist.npz with MNIST's shapes.")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("runs/bench/overhead"),
-    show_default=True,
-    help="Folder for overhead.json/.csv and logs/.",
-)
+@_output_option("overhead", "overhead.json/.csv and logs/")
 @_machine_options(env=False)
 @click.option("--timeout", type=float, default=1800, show_default=True, help="Seconds per run before it is stopped.")
 @click.pass_context
@@ -450,14 +448,7 @@ Examples (after make setup and make setup STACK=tf2.15):
     show_default=True,
     help="The tf2.15 stack's Python.",
 )
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("runs/bench/stacks"),
-    show_default=True,
-    help="Folder for stacks.json/.csv and logs/.",
-)
+@_output_option("stacks", "stacks.json/.csv and logs/")
 @_machine_options(env=False)
 @click.option("--timeout", type=float, default=1800, show_default=True, help="Seconds per run before it is stopped.")
 @click.pass_context

@@ -63,6 +63,14 @@ def command_for(module: str, np: int, data_dir: Path, epochs: int, batch_size: i
     return build_command(spec)
 
 
+def same_knobs_note() -> str:
+    """What both programs of a comparison run with: hvdtrain's tuned knobs, spelled out."""
+    return (
+        f"the same for both: cycle {tuning.TUNED_CYCLE_TIME_MS} ms, fusion {tuning.TUNED_FUSION_THRESHOLD_MB} MiB, "
+        f"{tuning.MPI_YIELD_VAR}=1"
+    )
+
+
 def read_samples_per_sec(log_path: Path) -> float:
     found = _THROUGHPUT_RE.findall(log_path.read_text(errors="replace"))
     if not found:
@@ -96,10 +104,7 @@ def run(
         "epochs": epochs,
         "batch_size": batch_size,
         "data_dir": str(data_dir),
-        "knobs": (
-            f"the same for both: cycle {tuning.TUNED_CYCLE_TIME_MS} ms, fusion {tuning.TUNED_FUSION_THRESHOLD_MB} MiB,"
-            f" {tuning.MPI_YIELD_VAR}=1"
-        ),
+        "knobs": same_knobs_note(),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": command_line,
         "commands": {name: c.shell_line() for name, c in commands.items()},

@@ -23,7 +23,7 @@ from typing import Any
 
 from hvdtrain import tuning
 from hvdtrain.bench import report
-from hvdtrain.bench.overhead import read_samples_per_sec, write_synthetic_mnist
+from hvdtrain.bench.overhead import read_samples_per_sec, same_knobs_note, write_synthetic_mnist
 from hvdtrain.bench.runner import JobFailed, alternate, machine_label, ratio_summary, running_as_root, say
 from hvdtrain.launch import LaunchCommand, LaunchSpec, build_command
 
@@ -150,10 +150,7 @@ def run(
         "label": label or machine_label(),
         "np": np,
         "pythons": {name: str(p) for name, p in pythons.items()},
-        "knobs": (
-            f"the same for both: cycle {tuning.TUNED_CYCLE_TIME_MS} ms, fusion {tuning.TUNED_FUSION_THRESHOLD_MB} MiB,"
-            f" {tuning.MPI_YIELD_VAR}=1"
-        ),
+        "knobs": same_knobs_note(),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": command_line,
         "workloads": results,
