@@ -8,7 +8,7 @@ recipe.main()   # python -m hvdtrain.recipes.digits [options], alone, under horo
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,20 +92,22 @@ def epoch_order(n: int, samples: int, seed: int, rank: int, epoch: int) -> np.nd
 def _train_dataset(
     x: np.ndarray, y: np.ndarray, config: TrainConfig, steps: int, rank: int, first_epoch: int
 ) -> tf.data.Dataset:
-    """Batches of this rank's shard for epochs ``first_epoch``..end; each epoch's order is made when it starts, so
-    memory does not grow with the number of epochs."""
+    """Batches of this rank's shard for epochs ``first_epoch``..end; each epoch's order is made when that epoch
+    starts, so memory does not grow with the number of epochs."""
     samples = steps * config.batch_size
 
-    def batches_of_indices() -> Iterator[np.ndarray]:
-        for epoch in range(first_epoch, config.epochs):
-            order = epoch_order(len(x), samples, config.seed, rank, epoch).astype(np.int64)
-            yield from order.reshape(steps, config.batch_size)
+    def order_of(epoch: np.int64) -> np.ndarray:
+        return epoch_order(len(x), samples, config.seed, rank, int(epoch)).astype(np.int64)
+
+    def epoch_indices(epoch: tf.Tensor) -> tf.data.Dataset:
+        order = tf.numpy_function(order_of, [epoch], tf.int64, stateful=False)
+        return tf.data.Dataset.from_tensor_slices(tf.ensure_shape(order, [samples]))
 
     x_all, y_all = tf.constant(x), tf.constant(y)
     return (
-        tf.data.Dataset.from_generator(
-            batches_of_indices, output_signature=tf.TensorSpec((config.batch_size,), tf.int64)
-        )
+        tf.data.Dataset.range(first_epoch, config.epochs)
+        .flat_map(epoch_indices)
+        .batch(config.batch_size)
         .map(lambda i: (tf.gather(x_all, i), tf.gather(y_all, i)), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
