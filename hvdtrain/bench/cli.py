@@ -433,6 +433,7 @@ Examples (after make setup and make setup STACK=tf2.15):
 )
 @click.option("--epochs", type=int, default=3, show_default=True, help="mnist: epochs per run (2..E are timed).")
 @click.option("--iters", type=int, default=5, show_default=True, help="resnet50: timed iterations of 5 batches.")
+@click.option("--mnist-samples", type=int, default=60000, show_default=True, help="mnist: training images.")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Batch size per rank.")
 @click.option(
     "--keras3-python",
@@ -459,6 +460,7 @@ def stacks_command(
     workload_names: tuple[str, ...],
     epochs: int,
     iters: int,
+    mnist_samples: int,
     batch_size: int,
     keras3_python: Path,
     keras2_python: Path,
@@ -472,7 +474,13 @@ def stacks_command(
     from hvdtrain.bench import stacks
 
     _check_np(np)
-    for name, value, low in (("--runs", runs, 1), ("--epochs", epochs, 2), ("--iters", iters, 1)):
+    limits = (
+        ("--runs", runs, 1),
+        ("--epochs", epochs, 2),
+        ("--iters", iters, 1),
+        ("--mnist-samples", mnist_samples, np),
+    )
+    for name, value, low in limits:
         if value < low:
             raise click.UsageError(f"{name} must be >= {low}, got {value}")
     if batch_size < 1:
@@ -485,7 +493,7 @@ def stacks_command(
     names = list(dict.fromkeys(workload_names)) or ["mnist", "resnet50"]
     common = {"label": label, "command_line": _reproduce(ctx), "timeout_s": timeout, "wait_idle_s": wait_idle}
     document = _guarded(
-        lambda: stacks.run(pythons, names, np, runs, epochs, batch_size, iters, output, **common)  # type: ignore[arg-type]
+        lambda: stacks.run(pythons, names, np, runs, epochs, batch_size, iters, mnist_samples, output, **common)  # type: ignore[arg-type]
     )
     if isinstance(document, int):
         return document

@@ -32,16 +32,16 @@ CSV_COLUMNS = ("run", "program", "order", "samples_per_sec", "steps_per_sec")
 RUN_TIMEOUT_S = 1800
 
 
-def write_synthetic_mnist(path: Path, seed: int = 0) -> Path:
-    """A random ``mnist.npz`` with the real file's shapes and dtypes."""
+def write_synthetic_mnist(path: Path, seed: int = 0, train_samples: int = 60000) -> Path:
+    """A random ``mnist.npz`` with the real file's shapes and dtypes: ``train_samples`` training, 10,000 test images."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(
         path,
-        x_train=rng.integers(0, 256, (60000, 28, 28), dtype=np.uint8),
-        y_train=rng.integers(0, 10, 60000, dtype=np.uint8),
+        x_train=rng.integers(0, 256, (train_samples, 28, 28), dtype=np.uint8),
+        y_train=rng.integers(0, 10, train_samples, dtype=np.uint8),
         x_test=rng.integers(0, 256, (10000, 28, 28), dtype=np.uint8),
         y_test=rng.integers(0, 10, 10000, dtype=np.uint8),
     )

@@ -4,8 +4,8 @@ Each stack lives in its own virtual environment (``.venv`` and ``.venv-tf2.15`` 
 two run alternately (:func:`hvdtrain.bench.runner.alternate`) with mpirun on this machine, the same knobs (hvdtrain's
 tuned defaults, which both back ends apply) and the same arguments. Workloads:
 
-- ``mnist``: the mnist recipe on a random file with MNIST's shapes; samples/s over epochs 2..E (the recipe's own
-  throughput line);
+- ``mnist``: the mnist recipe on a random file with MNIST's shapes (60,000 training images, or
+  ``--mnist-samples``); samples/s over epochs 2..E (the recipe's own throughput line);
 - ``resnet50``: the synthetic recipe's ResNet50 on random 32x32 images; total img/sec after the warmup.
 
 The result is, per workload, the median of the per-pair ratios keras3 / keras2 of steps/s: 1.0 means the Keras 3
@@ -113,6 +113,7 @@ def run(
     epochs: int,
     batch_size: int,
     iters: int,
+    mnist_samples: int,
     output_dir: Path,
     label: str | None = None,
     command_line: str = "",
@@ -120,9 +121,9 @@ def run(
     wait_idle_s: float = 0.0,
 ) -> dict[str, Any]:
     """Alternate the stacks ``runs`` times per workload; write stacks.{json,csv}; return the document."""
-    data_dir = output_dir / "data"
+    data_dir = output_dir / f"data-{mnist_samples}"
     if "mnist" in names and not (data_dir / "mnist.npz").exists():
-        write_synthetic_mnist(data_dir / "mnist.npz")
+        write_synthetic_mnist(data_dir / "mnist.npz", train_samples=mnist_samples)
     results: dict[str, Any] = {}
     all_rows: list[dict[str, Any]] = []
     for workload in workloads(names, data_dir, epochs, batch_size, iters):
@@ -149,6 +150,7 @@ def run(
         "benchmark": "stacks",
         "label": label or machine_label(),
         "np": np,
+        "mnist_train_samples": mnist_samples,
         "pythons": {name: str(p) for name, p in pythons.items()},
         "knobs": same_knobs_note(),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
