@@ -1,4 +1,5 @@
-"""Keras callbacks hvdtrain adds on top of Horovod's: a throughput meter and a JSON-lines metrics log."""
+"""Keras callbacks hvdtrain adds on top of Horovod's: a throughput meter, a JSON-lines metrics log, rank 0's
+checkpoints, and the epoch counter of elastic runs."""
 
 from __future__ import annotations
 
@@ -46,6 +47,32 @@ class ThroughputMeter(tf.keras.callbacks.Callback):
         if not steady:
             return None
         return statistics.fmean(steady), (statistics.stdev(steady) if len(steady) > 1 else 0.0)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became nan or inf; the message (one line) names the epoch and step."""
+
+
+class StopOnNonFiniteLoss(tf.keras.callbacks.Callback):
+    """Raise :class:`TrainingDiverged` at the first batch whose loss is nan or inf.
+
+    Keras's ``TerminateOnNaN`` only ends ``fit`` early, after which the run would evaluate and exit 0.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise TrainingDiverged(
+                f"the loss became {float(loss)} at epoch {self.epoch + 1}, step {batch + 1}: training stopped "
+                "(try a lower --lr or more --warmup-epochs; checkpoints already written are kept)"
+            )
 
 
 class JsonLinesLogger(tf.keras.callbacks.Callback):
@@ -96,3 +123,14 @@ class EpochCheckpoint(tf.keras.callbacks.Callback):
         )
         path = checkpoint.save(self.directory, state, self.keep)
         get_logger().info("epoch %d: checkpoint %s", done, path)
+
+
+class ElasticEpochCounter(tf.keras.callbacks.Callback):
+    """Record finished epochs in the elastic state (Keras epochs are absolute here: fit uses ``initial_epoch``)."""
+
+    def __init__(self, state: Any) -> None:
+        super().__init__()
+        self.state = state
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.state.epoch = epoch + 1

@@ -81,7 +81,11 @@ def _tensorflow() -> tuple[list[tuple[str, str]], bool]:
         tf = importlib.import_module("tensorflow")
     except Exception as exc:  # noqa: BLE001
         return [("TensorFlow", f"not importable: {_first_line(exc)}")], False
-    lines = [("TensorFlow", str(tf.__version__))]
+    from hvdtrain.backends import keras_version
+
+    keras = keras_version()
+    backend = "keras3 (Horovod's core collectives)" if keras.startswith("3") else "keras2 (Horovod's Keras wrappers)"
+    lines = [("TensorFlow", f"{tf.__version__}, Keras {keras}: hvdtrain back end {backend}")]
     try:
         gpus = tf.config.list_physical_devices("GPU")
         lines.append(("GPUs", f"{len(gpus)}: " + ", ".join(g.name for g in gpus) if gpus else "none (CPU only)"))

@@ -130,6 +130,7 @@ def recipe_command(recipe: Recipe, action: Callable[[TrainConfig], int]) -> clic
 
 def run_recipe_command(recipe: Recipe, argv: Sequence[str] | None = None) -> int:
     """``python -m hvdtrain.recipes.<name> [options]``: train, print the test result on rank 0, return exit code."""
+    from hvdtrain.callbacks import TrainingDiverged
     from hvdtrain.data import DataError
     from hvdtrain.recipe import train
 
@@ -138,6 +139,9 @@ def run_recipe_command(recipe: Recipe, argv: Sequence[str] | None = None) -> int
             result = train(recipe, config)
         except (ConfigError, DataError) as exc:
             return fail(str(exc))
+        except TrainingDiverged as exc:
+            fail(str(exc))
+            return EXIT_FAILURE
         except Exception as exc:
             if "Horovod has been shut down" not in str(exc):
                 raise

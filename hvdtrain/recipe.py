@@ -15,14 +15,13 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from hvdtrain import backends, checkpoint
 from hvdtrain import callbacks as hvd_callbacks
-from hvdtrain import checkpoint
-from hvdtrain.backends import horovod_keras as backend
-from hvdtrain.backends.horovod_keras import World
 from hvdtrain.config import ConfigError, TrainConfig
 from hvdtrain.data import DataError, DataSplits, shard, steps_per_epoch
 from hvdtrain.log import log_defaults_applied, setup_logging
 from hvdtrain.lr import scale_lr
+from hvdtrain.world import World, is_elastic
 from hvdtrain.world_check import check_world_size
 
 
@@ -69,7 +68,7 @@ def fetch_on_rank0(world: World, path_exists: Callable[[], bool], fetch: Callabl
     In elastic runs each worker fetches for itself: one joining later must not wait on a collective that the
     running workers never make.
     """
-    elastic = backend.is_elastic()
+    elastic = is_elastic()
     error = None
     if (world.is_root or elastic) and not path_exists():
         try:
@@ -77,7 +76,7 @@ def fetch_on_rank0(world: World, path_exists: Callable[[], bool], fetch: Callabl
         except Exception as exc:  # noqa: BLE001 - any failure becomes one line on every rank
             error = str(exc) or type(exc).__name__
     if not elastic:
-        error = backend.broadcast_object(error, name="hvdtrain.fetch")
+        error = backends.current().broadcast_object(error, name="hvdtrain.fetch")
     if error:
         raise DataError(error)
 
@@ -93,13 +92,21 @@ def epoch_order(n: int, samples: int, seed: int, rank: int, epoch: int) -> np.nd
 def _train_dataset(
     x: np.ndarray, y: np.ndarray, config: TrainConfig, steps: int, rank: int, first_epoch: int
 ) -> tf.data.Dataset:
+    """Batches of this rank's shard for epochs ``first_epoch``..end; each epoch's order is made when that epoch
+    starts, so memory does not grow with the number of epochs."""
     samples = steps * config.batch_size
-    order = np.concatenate(
-        [epoch_order(len(x), samples, config.seed, rank, e) for e in range(first_epoch, config.epochs)] or [[]]
-    ).astype(np.int64)
+
+    def order_of(epoch: np.int64) -> np.ndarray:
+        return epoch_order(len(x), samples, config.seed, rank, int(epoch)).astype(np.int64)
+
+    def epoch_indices(epoch: tf.Tensor) -> tf.data.Dataset:
+        order = tf.numpy_function(order_of, [epoch], tf.int64, stateful=False)
+        return tf.data.Dataset.from_tensor_slices(tf.ensure_shape(order, [samples]))
+
     x_all, y_all = tf.constant(x), tf.constant(y)
     return (
-        tf.data.Dataset.from_tensor_slices(order)
+        tf.data.Dataset.range(first_epoch, config.epochs)
+        .flat_map(epoch_indices)
         .batch(config.batch_size)
         .map(lambda i: (tf.gather(x_all, i), tf.gather(y_all, i)), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
@@ -120,7 +127,8 @@ def _training_callbacks(
     meter: hvd_callbacks.ThroughputMeter,
     resumed: bool,
 ) -> list[tf.keras.callbacks.Callback]:
-    stack = backend.callbacks(config, scaled_lr, steps, broadcast=not backend.is_elastic()) + [meter]
+    stack = backends.current().callbacks(config, scaled_lr, steps, broadcast=not is_elastic())
+    stack += [hvd_callbacks.StopOnNonFiniteLoss(), meter]
     if not world.is_root:
         return stack
     if config.checkpoint_dir is not None:
@@ -171,8 +179,8 @@ def find_resume_point(recipe: Recipe, config: TrainConfig, world: World) -> chec
                 )
         except (ConfigError, DataError) as exc:
             error = (type(exc).__name__, str(exc))
-    if not backend.is_elastic():  # elastic runs must stay collective-free here; the state sync sends it later
-        error, found = backend.broadcast_object((error, found), name="hvdtrain.resume")
+    if not is_elastic():  # elastic runs must stay collective-free here; the state sync sends it later
+        error, found = backends.current().broadcast_object((error, found), name="hvdtrain.resume")
     if error:
         raise (ConfigError if error[0] == "ConfigError" else DataError)(error[1])
     return found
@@ -206,7 +214,7 @@ def evaluate(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, batch_size: in
     local = model.evaluate(_eval_dataset(x_shard, y_shard, batch_size, repeat=False), verbose=0, return_dict=True)
     names = sorted(local)
     weighted = np.array([local[n] * len(x_shard) for n in names] + [len(x_shard)], dtype=np.float64)
-    total = backend.global_sum(weighted, name="hvdtrain.evaluate")
+    total = backends.current().global_sum(weighted, name="hvdtrain.evaluate")
     return {n: float(v / total[-1]) for n, v in zip(names, total[:-1], strict=True)}
 
 
@@ -217,10 +225,11 @@ def train(recipe: Recipe, config: TrainConfig, comm: Any = None) -> TrainResult:
     last committed state is restored on every rank and training goes on with shards, steps and LR for the new size.
     """
     config.validate()
+    backend = backends.current()
     world = backend.init(comm)
     log = setup_logging(world.rank, config.log_all_ranks)
     log_defaults_applied(log, world.defaults_applied)
-    elastic = backend.is_elastic()
+    elastic = is_elastic()
     if not elastic:
         check_world_size(world.size)
     tf.keras.utils.set_random_seed(config.seed + world.rank)
@@ -232,7 +241,7 @@ def train(recipe: Recipe, config: TrainConfig, comm: Any = None) -> TrainResult:
     model = recipe.build_model(config)
     scaled_lr = scale_lr(config.lr, world.size, config.lr_scaling)
     optimizer = backend.distributed_optimizer(recipe.build_optimizer(scaled_lr), config)
-    model.compile(optimizer=optimizer, loss=recipe.loss, metrics=list(recipe.metrics))
+    model.compile(optimizer=optimizer, loss=recipe.loss, metrics=list(recipe.metrics), **backend.compile_options())
     optimizer.build(model.trainable_variables)  # the same optimizer variables on every rank, before any sync
 
     state = find_resume_point(recipe, config, world)
@@ -281,6 +290,7 @@ def train(recipe: Recipe, config: TrainConfig, comm: Any = None) -> TrainResult:
             validation_data=_eval_dataset(x_val, y_val, config.batch_size, repeat=True),
             validation_steps=steps_per_epoch(len(data.x_test), config.batch_size, world.size),
             callbacks=extra_callbacks + callbacks,
+            shuffle=False,  # the order is ours: fixed by (seed, rank, epoch)
             verbose=_progress_verbosity(world),
         ).history
 

@@ -1,59 +1,26 @@
-"""The Horovod Keras back end: optimizer wrap, callback stack, and the defaults init() sets before hvd.init()."""
+"""What both back ends share: the choice by Keras version, and the defaults init() sets before hvd.init()."""
 
 from __future__ import annotations
 
-import horovod.tensorflow.keras as hvd
 import pytest
 import tensorflow as tf
 from conftest import PYTHON, launcher_argv, run
 
-from hvdtrain import tuning
-from hvdtrain.backends import horovod_keras as backend
-from hvdtrain.config import ConfigError, TrainConfig
+from hvdtrain import backends, tuning
+from hvdtrain.backends import keras_major
 
 
-def test_optimizer_is_wrapped_with_its_settings_kept() -> None:
-    opt = backend.distributed_optimizer(tf.keras.optimizers.Adam(learning_rate=0.004), TrainConfig())
-    assert isinstance(opt, tf.keras.optimizers.Adam) and type(opt).__module__ == "horovod._keras"
-    assert opt._name == "DistributedAdam"
-    assert opt.get_config()["learning_rate"] == pytest.approx(0.004)
-    assert opt._agg_helper is None  # one allreduce per step
-
-
-def test_gradient_accumulation_reaches_horovod() -> None:
-    config = TrainConfig(backward_passes_per_step=4)
-    opt = backend.distributed_optimizer(tf.keras.optimizers.SGD(0.1), config)
-    assert opt._agg_helper.backward_passes_per_step == 4
-    assert opt._agg_helper.average_aggregated_gradients is True
-
-
-def test_adasum_with_keras_is_a_clear_error() -> None:
-    with pytest.raises(ConfigError, match="adasum is not supported"):
-        backend.distributed_optimizer(tf.keras.optimizers.SGD(0.1), TrainConfig(reduce_op="adasum"))
-
-
-def test_callback_order_broadcast_then_average_then_lr() -> None:
-    plain = backend.callbacks(TrainConfig(), scaled_lr=0.02, steps_per_epoch=10)
-    assert [type(c) for c in plain] == [
-        hvd.callbacks.BroadcastGlobalVariablesCallback,
-        hvd.callbacks.MetricAverageCallback,
-    ]
-    full = backend.callbacks(
-        TrainConfig(epochs=10, warmup_epochs=2, lr_schedule="cosine"), scaled_lr=0.02, steps_per_epoch=10
-    )
-    assert [type(c) for c in full][2:] == [
-        hvd.callbacks.LearningRateWarmupCallback,
-        hvd.callbacks.LearningRateScheduleCallback,
-    ]
-    warmup, schedule = full[2:]
-    assert warmup.initial_lr == schedule.initial_lr == 0.02
-    assert schedule.start_epoch == 2 and schedule.multiplier(6.0) == pytest.approx(0.5)
+def test_the_back_end_follows_the_installed_keras() -> None:
+    backend = backends.current()
+    keras3 = tuple(int(v) for v in tf.__version__.split(".")[:2]) >= (2, 16)  # tf.keras is Keras 3 from TF 2.16 on
+    assert backend.KERAS_MAJOR == keras_major() == (3 if keras3 else 2)
+    assert backend.__name__ == f"hvdtrain.backends.keras{keras_major()}"
 
 
 _SHOW_DEFAULTS = """
 import os
-from hvdtrain.backends import horovod_keras as backend
-world = backend.init()
+from hvdtrain.backends import core
+world = core.init()
 names = ("HOROVOD_CYCLE_TIME", "HOROVOD_FUSION_THRESHOLD", "OMPI_MCA_mpi_yield_when_idle")
 print(f"rank {world.rank}: applied {sorted(world.defaults_applied.items())} seen {[os.environ.get(n) for n in names]}")
 """

@@ -26,6 +26,7 @@ from click.testing import CliRunner, Result
 
 import hvdtrain.cli as cli_module
 import hvdtrain.job as job_module
+from hvdtrain.backends import installed_keras_major
 from hvdtrain.config import TrainConfig, option_name
 from hvdtrain.launch_config import LaunchConfig, launch_options
 from hvdtrain.options import config_to_args, train_config_options
@@ -828,6 +829,10 @@ def test_check_command() -> None:
     assert re.search(r"^  tensor ops\s+.*\[X\] MPI  \[X\] Gloo$", out.stdout, re.M)
     for name in ("Python", "TensorFlow", "MPI", "GPUs", "Scheduler"):
         assert re.search(rf"^{name}\s+\S", out.stdout, re.M), name
+    major = installed_keras_major()
+    assert re.search(
+        rf"^TensorFlow\s+2\.\d+\.\d+, Keras {major}\.\d+\.\d+: hvdtrain back end keras{major} ", out.stdout, re.M
+    )
 
 
 def assert_trained(out: subprocess.CompletedProcess[str]) -> None:

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hvdtrain.config import ConfigError
+from hvdtrain.config import ConfigError, TrainConfig
 from hvdtrain.data import DataError, read_npz_splits, shard, shard_bounds, steps_per_epoch
 from hvdtrain.log import get_logger
 
@@ -82,3 +82,16 @@ def test_a_global_batch_larger_than_the_data_is_warned_about(batch: int, size: i
         assert (
             "is larger than the 1437 samples" in messages[0] and f"--batch-size {1437 // size} or less" in messages[0]
         )
+
+
+def test_each_epochs_order_is_made_when_the_epoch_starts() -> None:
+    """A run of 10^12 epochs builds its input at once (no order materialised up front), and the batches are each
+    epoch's (seed, rank, epoch) permutation, epoch after epoch, from the first epoch asked for."""
+    from hvdtrain.recipe import _train_dataset, epoch_order
+
+    x = np.arange(10, dtype=np.float32)[:, None]
+    config = TrainConfig(epochs=10**12, batch_size=4, seed=7)
+    batches = _train_dataset(x, np.arange(10), config, steps=3, rank=1, first_epoch=5).take(6)
+    seen = np.concatenate([batch_y.numpy() for _, batch_y in batches])
+    expected = np.concatenate([epoch_order(10, 12, 7, 1, epoch) for epoch in (5, 6)])
+    np.testing.assert_array_equal(seen, expected)

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from hvdtrain.config import ConfigError
-from hvdtrain.lr import scale_lr, schedule_multiplier
+from hvdtrain.lr import lr_multiplier, scale_lr, schedule_multiplier
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 8, 64])
@@ -30,3 +30,21 @@ def test_cosine_runs_from_one_to_zero_after_warmup() -> None:
     assert schedule_multiplier("constant", 7.5, warmup_epochs=2, epochs=10) == 1.0
     with pytest.raises(ConfigError):
         schedule_multiplier("step", 1.0, 0, 10)
+
+
+def test_warmup_matches_horovods_callback_batch_by_batch() -> None:
+    """Horovod's LearningRateWarmupCallback sets, before batch b of epoch e (4 ranks, 2 warmup epochs, 5 steps),
+    1/size x ((e + (b + 1)/steps) x (size - 1) / warmup + 1): from about 1/size up to exactly 1 at the warmup's end."""
+    steps, size, warmup = 5, 4, 2.0
+    for epoch in range(2):
+        for batch in range(steps):
+            done = epoch + (batch + 1) / steps
+            expected = (done * (size - 1) / warmup + 1) / size
+            assert lr_multiplier(epoch + batch / steps, steps, size, warmup, "constant", 10) == pytest.approx(expected)
+    assert lr_multiplier(1 + 4 / steps, steps, size, warmup, "constant", 10) == pytest.approx(1.0)
+    assert lr_multiplier(2.0, steps, size, warmup, "constant", 10) == 1.0
+
+
+def test_schedule_follows_the_warmup() -> None:
+    assert lr_multiplier(6.0, 10, 2, 2.0, "cosine", 10) == pytest.approx(0.5)  # halfway from epoch 2 to 10
+    assert lr_multiplier(0.0, 10, 1, 0.0, "cosine", 10) == pytest.approx(1.0)

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 from conftest import error_lines, recipe_program, run
 
+from hvdtrain.backends import installed_keras_major
 from hvdtrain.config import TrainConfig
 from hvdtrain.options import recipe_command, run_cli
 
@@ -55,7 +56,12 @@ def test_error_is_printed_by_rank0_only(monkeypatch: pytest.MonkeyPatch, capsys:
     ("argv", "env", "message"),
     [
         (["--batch-size", "-3"], {}, "--batch-size must be >= 1"),
-        (["--reduce-op", "adasum"], {}, "adasum is not supported"),
+        pytest.param(
+            ["--reduce-op", "adasum"],
+            {},
+            "adasum is not supported",
+            marks=pytest.mark.skipif(installed_keras_major() != 2, reason="Keras 3 supports Adasum"),
+        ),
         (["--epochs", "1"], {"OMPI_COMM_WORLD_SIZE": "3"}, "Horovod sees 1 rank(s) but mpirun started 3"),
     ],
 )
@@ -74,3 +80,13 @@ def test_corrupt_mnist_file_is_one_line_and_kept(tmp_path: Path) -> None:
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert [line for line in error_lines(done.stderr) if "error" in line][0].startswith("hvdtrain: error: cannot read")
     assert corrupt.read_bytes() == b"not an npz file"
+
+
+def test_a_loss_that_becomes_nan_stops_the_run_at_once(tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    done = run(recipe_program("digits", "--lr", "1e30", "--epochs", "50", "--checkpoint-dir", str(ckpt)))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    errors = [line for line in error_lines(done.stderr) if line.startswith("hvdtrain: error:")]
+    assert len(errors) == 1 and "the loss became nan at epoch 1, step " in errors[0], done.stderr[-2000:]
+    assert "test accuracy" not in done.stdout and "Epoch 2/50" not in done.stdout
+    assert list(ckpt.iterdir()) == []  # stopped inside epoch 1: nothing written, nothing half-written

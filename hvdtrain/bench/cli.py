@@ -100,6 +100,18 @@ def _machine_options(env: bool) -> Callable[[Callable[..., Any]], Callable[..., 
     return apply
 
 
+def _output_option(name: str, files: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``-o/--output`` with the default folder ``runs/bench/NAME``."""
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("runs/bench") / name,
+        show_default=True,
+        help=f"Folder for {files}.",
+    )
+
+
 def _check_np(np: int) -> None:
     if np < 1:
         raise click.UsageError(f"-np must be >= 1, got {np}")
@@ -123,14 +135,7 @@ Examples:
 @_np_option(2, "Ranks, all on this machine.")
 @click.option("--min-size", default="4B", show_default=True, help="Smallest buffer (B, KiB, MiB, GiB).")
 @click.option("--max-size", default="64MiB", show_default=True, help="Largest buffer; sizes double from the smallest.")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("runs/bench/allreduce"),
-    show_default=True,
-    help="Folder for allreduce.json/.csv/.png, raw/ and logs/.",
-)
+@_output_option("allreduce", "allreduce.json/.csv/.png, raw/ and logs/")
 @click.option(
     "--contender",
     "contenders",
@@ -357,14 +362,7 @@ Examples:
     help="Folder holding mnist.npz [default: ~/.keras/datasets].",
 )
 @click.option("--synthetic-data", is_flag=True, help="Write and use a random mnist.npz with MNIST's shapes.")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("runs/bench/overhead"),
-    show_default=True,
-    help="Folder for overhead.json/.csv and logs/.",
-)
+@_output_option("overhead", "overhead.json/.csv and logs/")
 @_machine_options(env=False)
 @click.option("--timeout", type=float, default=1800, show_default=True, help="Seconds per run before it is stopped.")
 @click.pass_context
@@ -383,8 +381,14 @@ def overhead_command(
 ) -> int:
     """Run the mnist recipe and the same training hand-written with plain Horovod Keras
     (hvdtrain/bench/baseline_mnist.py) alternately, RUNS times each; report steps/s and the median ratio."""
+    from hvdtrain.backends import installed_keras_major
     from hvdtrain.bench import overhead
 
+    if installed_keras_major() != 2:
+        raise click.UsageError(
+            "bench overhead compares with Horovod's own Keras layer, which does not average gradients on Keras 3; "
+            "run it on the tf2.15 stack (make setup STACK=tf2.15)"
+        )
     _check_np(np)
     for name, value, low in (("--runs", runs, 1), ("--epochs", epochs, 2), ("--batch-size", batch_size, 1)):
         if value < low:
@@ -406,6 +410,96 @@ def overhead_command(
     click.echo(overhead.table(document))
     click.echo("\n" + overhead.summary_line(document))
     click.echo(f"wrote {output / 'overhead.json'}, {output / 'overhead.csv'}")
+    return 0
+
+
+@bench.command(
+    "stacks",
+    context_settings=CONTEXT,
+    short_help="The same recipe on the Keras 3 back end (TF 2.21) against the Keras 2 one (TF 2.15).",
+    epilog="""\b
+Examples (after make setup and make setup STACK=tf2.15):
+  hvdtrain bench stacks -np 2 --runs 5
+  hvdtrain bench stacks -np 2 --runs 3 --workload resnet50 --batch-size 16""",
+)
+@_np_option(2, "Ranks, all on this machine.")
+@click.option("--runs", type=int, default=5, show_default=True, help="Runs of each stack per workload (alternating).")
+@click.option(
+    "--workload",
+    "workload_names",
+    type=click.Choice(["mnist", "resnet50"]),
+    multiple=True,
+    help="What to train (repeatable) [default: mnist and resnet50].",
+)
+@click.option("--epochs", type=int, default=3, show_default=True, help="mnist: epochs per run (2..E are timed).")
+@click.option("--iters", type=int, default=5, show_default=True, help="resnet50: timed iterations of 5 batches.")
+@click.option("--mnist-samples", type=int, default=60000, show_default=True, help="mnist: training images.")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Batch size per rank.")
+@click.option(
+    "--keras3-python",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path(".venv/bin/python"),
+    show_default=True,
+    help="The tf2.21 stack's Python.",
+)
+@click.option(
+    "--keras2-python",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path(".venv-tf2.15/bin/python"),
+    show_default=True,
+    help="The tf2.15 stack's Python.",
+)
+@_output_option("stacks", "stacks.json/.csv and logs/")
+@_machine_options(env=False)
+@click.option("--timeout", type=float, default=1800, show_default=True, help="Seconds per run before it is stopped.")
+@click.pass_context
+def stacks_command(
+    ctx: click.Context,
+    np: int,
+    runs: int,
+    workload_names: tuple[str, ...],
+    epochs: int,
+    iters: int,
+    mnist_samples: int,
+    batch_size: int,
+    keras3_python: Path,
+    keras2_python: Path,
+    output: Path,
+    label: str | None,
+    wait_idle: float,
+    timeout: float,
+) -> int:
+    """Run each workload on both stacks alternately, RUNS times each, with mpirun and the same knobs; report
+    steps/s and the median ratio keras3 / keras2."""
+    from hvdtrain.bench import stacks
+
+    _check_np(np)
+    limits = (
+        ("--runs", runs, 1),
+        ("--epochs", epochs, 2),
+        ("--iters", iters, 1),
+        ("--mnist-samples", mnist_samples, np),
+    )
+    for name, value, low in limits:
+        if value < low:
+            raise click.UsageError(f"{name} must be >= {low}, got {value}")
+    if batch_size < 1:
+        raise click.UsageError(f"--batch-size must be >= 1, got {batch_size}")
+    pythons = {"keras3": keras3_python.absolute(), "keras2": keras2_python.absolute()}
+    try:
+        stacks.check_pythons(pythons)
+    except stacks.StackError as exc:
+        return fail(str(exc))
+    names = list(dict.fromkeys(workload_names)) or ["mnist", "resnet50"]
+    common = {"label": label, "command_line": _reproduce(ctx), "timeout_s": timeout, "wait_idle_s": wait_idle}
+    document = _guarded(
+        lambda: stacks.run(pythons, names, np, runs, epochs, batch_size, iters, mnist_samples, output, **common)  # type: ignore[arg-type]
+    )
+    if isinstance(document, int):
+        return document
+    click.echo(stacks.table(document))
+    click.echo("\n" + stacks.summary_line(document))
+    click.echo(f"wrote {output / 'stacks.json'}, {output / 'stacks.csv'}")
     return 0
 
 
@@ -467,9 +561,9 @@ bench.add_command(_build_synthetic())
 @bench.command("report", context_settings=CONTEXT, short_help="A result file as markdown: command and tables.")
 @click.argument("result", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def report_command(result: Path) -> int:
-    """Print RESULT (an allreduce.json, scaling.json or overhead.json) as GitHub markdown: where and when it was
-    measured, the command that reproduces it, then its tables. docs/benchmarks.md is made of these."""
-    from hvdtrain.bench import overhead, report, scaling
+    """Print RESULT (an allreduce.json, scaling.json, overhead.json or stacks.json) as GitHub markdown: where and
+    when it was measured, the command that reproduces it, then its tables. docs/benchmarks.md is made of these."""
+    from hvdtrain.bench import overhead, report, scaling, stacks
 
     try:
         document = json.loads(result.read_text())
@@ -483,8 +577,10 @@ def report_command(result: Path) -> int:
             body = scaling.tables(document["rows"], markdown=True)
         elif kind == "overhead":
             body = overhead.table(document, markdown=True) + "\n\n" + overhead.summary_line(document)
+        elif kind == "stacks":
+            body = stacks.table(document, markdown=True) + "\n\n" + stacks.summary_line(document)
         else:
-            return fail(f"{result}: not an allreduce, scaling or overhead result (no 'benchmark' key)")
+            return fail(f"{result}: not an allreduce, scaling, overhead or stacks result (no 'benchmark' key)")
     except (KeyError, TypeError, ValueError) as exc:
         return fail(f"{result}: a {kind} result with missing or malformed fields ({type(exc).__name__}: {exc})")
     where = document.get("label") or "unlabelled machine"

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import datetime
 import re
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
 from hvdtrain import tuning
 from hvdtrain.bench import report
-from hvdtrain.bench.runner import JobFailed, machine_label, run_job, running_as_root, say, wait_for_idle
+from hvdtrain.bench.runner import JobFailed, alternate, machine_label, ratio_summary, running_as_root, say
 from hvdtrain.launch import LaunchCommand, LaunchSpec, build_command
 
 RECIPE_MODULE = "hvdtrain.recipes.mnist"
@@ -33,16 +32,16 @@ CSV_COLUMNS = ("run", "program", "order", "samples_per_sec", "steps_per_sec")
 RUN_TIMEOUT_S = 1800
 
 
-def write_synthetic_mnist(path: Path, seed: int = 0) -> Path:
-    """A random ``mnist.npz`` with the real file's shapes and dtypes."""
+def write_synthetic_mnist(path: Path, seed: int = 0, train_samples: int = 60000) -> Path:
+    """A random ``mnist.npz`` with the real file's shapes and dtypes: ``train_samples`` training, 10,000 test images."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(
         path,
-        x_train=rng.integers(0, 256, (60000, 28, 28), dtype=np.uint8),
-        y_train=rng.integers(0, 10, 60000, dtype=np.uint8),
+        x_train=rng.integers(0, 256, (train_samples, 28, 28), dtype=np.uint8),
+        y_train=rng.integers(0, 10, train_samples, dtype=np.uint8),
         x_test=rng.integers(0, 256, (10000, 28, 28), dtype=np.uint8),
         y_test=rng.integers(0, 10, 10000, dtype=np.uint8),
     )
@@ -62,6 +61,14 @@ def command_for(module: str, np: int, data_dir: Path, epochs: int, batch_size: i
         extra_env={tuning.MPI_YIELD_VAR: "1"},
     )
     return build_command(spec)
+
+
+def same_knobs_note() -> str:
+    """What both programs of a comparison run with: hvdtrain's tuned knobs, spelled out."""
+    return (
+        f"the same for both: cycle {tuning.TUNED_CYCLE_TIME_MS} ms, fusion {tuning.TUNED_FUSION_THRESHOLD_MB} MiB, "
+        f"{tuning.MPI_YIELD_VAR}=1"
+    )
 
 
 def read_samples_per_sec(log_path: Path) -> float:
@@ -87,38 +94,8 @@ def run(
     programs = {"recipe": RECIPE_MODULE, "baseline": BASELINE_MODULE}
     commands = {name: command_for(module, np, data_dir, epochs, batch_size) for name, module in programs.items()}
     say(f"bench overhead: mnist recipe vs hand-written Horovod Keras, np={np}, {runs} run(s) each, {epochs} epochs")
-    rows: list[dict[str, Any]] = []
-    for i in range(runs):
-        order = ("recipe", "baseline") if i % 2 == 0 else ("baseline", "recipe")
-        for position, name in enumerate(order):
-            log_path = output_dir / "logs" / f"{name}-run{i + 1}.log"
-            quiet = wait_for_idle(wait_idle_s)
-            try:
-                stats = run_job(commands[name], log_path, timeout_s)
-                rate = read_samples_per_sec(log_path)
-            except JobFailed as exc:
-                raise JobFailed(f"{name} run {i + 1}: {exc}") from None
-            steps = rate / (batch_size * np)
-            rows.append(
-                {"run": i + 1, "program": name, "order": position + 1, "samples_per_sec": rate, "steps_per_sec": steps}
-                | {"idle_before": quiet["idle"], **stats}
-            )
-            others = stats["others_cpu"]
-            note = "" if others is None else f"  (others used {others:.0%} of the CPUs)"
-            say(f"[run {i + 1}/{runs}] {name:<8} {rate:9.1f} samples/s  {steps:7.2f} steps/s{note}")
-
-    def steps_of(name: str) -> list[float]:
-        return [r["steps_per_sec"] for r in rows if r["program"] == name]
-
-    ratios = [r / b for r, b in zip(steps_of("recipe"), steps_of("baseline"), strict=True)]
-    summary = {
-        "recipe_steps_per_sec_median": statistics.median(steps_of("recipe")),
-        "baseline_steps_per_sec_median": statistics.median(steps_of("baseline")),
-        "ratio_median": statistics.median(ratios),
-        "ratio_min": min(ratios),
-        "ratio_max": max(ratios),
-        "ratios": ratios,
-    }
+    rows = alternate(commands, runs, output_dir / "logs", read_samples_per_sec, batch_size * np, timeout_s, wait_idle_s)
+    summary = ratio_summary(rows, "recipe", "baseline")
     summary["overhead_percent"] = (1 - summary["ratio_median"]) * 100
     document = {
         "benchmark": "overhead",
@@ -127,10 +104,7 @@ def run(
         "epochs": epochs,
         "batch_size": batch_size,
         "data_dir": str(data_dir),
-        "knobs": (
-            f"the same for both: cycle {tuning.TUNED_CYCLE_TIME_MS} ms, fusion {tuning.TUNED_FUSION_THRESHOLD_MB} MiB,"
-            f" {tuning.MPI_YIELD_VAR}=1"
-        ),
+        "knobs": same_knobs_note(),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": command_line,
         "commands": {name: c.shell_line() for name, c in commands.items()},

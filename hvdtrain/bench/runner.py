@@ -10,6 +10,7 @@ import platform
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -218,3 +219,57 @@ def reproduce_line(prog: str, argv: Sequence[str]) -> str:
     import shlex
 
     return " ".join([prog, *(shlex.quote(a) for a in argv)])
+
+
+def alternate(
+    commands: dict[str, LaunchCommand],
+    runs: int,
+    log_dir: Path,
+    rate_of: Callable[[Path], float],
+    samples_per_step: int,
+    timeout_s: float,
+    wait_idle_s: float = 0.0,
+    tag: str = "",
+) -> list[dict[str, object]]:
+    """Run the two ``commands`` alternately ``runs`` times each (first-named first on odd runs, second first on even
+    ones, so drift and other people's load hit both alike); one row per job with samples/s and steps/s.
+
+    ``rate_of(log)`` reads a job's samples/s from its log; steps/s = samples/s / ``samples_per_step``.
+    """
+    first, second = commands
+    rows: list[dict[str, object]] = []
+    for i in range(runs):
+        for position, name in enumerate((first, second) if i % 2 == 0 else (second, first)):
+            log_path = log_dir / f"{tag}{name}-run{i + 1}.log"
+            quiet = wait_for_idle(wait_idle_s)
+            try:
+                stats = run_job(commands[name], log_path, timeout_s)
+                rate = rate_of(log_path)
+            except JobFailed as exc:
+                raise JobFailed(f"{tag}{name} run {i + 1}: {exc}") from None
+            steps = rate / samples_per_step
+            rows.append(
+                {"run": i + 1, "program": name, "order": position + 1, "samples_per_sec": rate, "steps_per_sec": steps}
+                | {"idle_before": quiet["idle"], **stats}
+            )
+            others = stats["others_cpu"]
+            note = "" if others is None else f"  (others used {others:.0%} of the CPUs)"
+            say(f"[{tag}run {i + 1}/{runs}] {name:<8} {rate:9.1f} samples/s  {steps:7.2f} steps/s{note}")
+    return rows
+
+
+def ratio_summary(rows: list[dict[str, object]], subject: str, reference: str) -> dict[str, object]:
+    """Medians of steps/s per program and of the per-run ratios subject / reference."""
+
+    def steps_of(name: str) -> list[float]:
+        return [float(r["steps_per_sec"]) for r in rows if r["program"] == name]  # type: ignore[arg-type]
+
+    ratios = [s / r for s, r in zip(steps_of(subject), steps_of(reference), strict=True)]
+    return {
+        f"{subject}_steps_per_sec_median": statistics.median(steps_of(subject)),
+        f"{reference}_steps_per_sec_median": statistics.median(steps_of(reference)),
+        "ratio_median": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "ratios": ratios,
+    }

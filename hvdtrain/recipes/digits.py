@@ -15,10 +15,10 @@ import tensorflow as tf
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from hvdtrain.backends.horovod_keras import World
 from hvdtrain.config import ConfigError, TrainConfig
 from hvdtrain.data import DataSplits
 from hvdtrain.recipe import Recipe
+from hvdtrain.world import World
 
 TEST_FRACTION = 0.2
 SPLIT_SEED = 0  # the same split on every rank and every run

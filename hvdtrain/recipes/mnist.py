@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from hvdtrain.backends.horovod_keras import World
 from hvdtrain.config import TrainConfig
 from hvdtrain.data import DataError, DataSplits, read_npz_splits
 from hvdtrain.recipe import Recipe, fetch_on_rank0
+from hvdtrain.world import World
 
 FILE_NAME = "mnist.npz"
 ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"

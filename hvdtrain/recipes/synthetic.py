@@ -148,11 +148,12 @@ def run(config: SyntheticConfig) -> SyntheticResult:
     """Build, warm up, time; print the summary on rank 0 (and write ``json_path``)."""
     import tensorflow as tf
 
-    from hvdtrain.backends import horovod_keras as backend
+    from hvdtrain import backends
     from hvdtrain.config import TrainConfig
     from hvdtrain.log import log_defaults_applied, setup_logging
     from hvdtrain.world_check import check_world_size
 
+    backend = backends.current()
     world = backend.init()
     if config.threads is not None:  # before the first TensorFlow op, which freezes the thread pools
         tf.config.threading.set_intra_op_parallelism_threads(config.threads)
@@ -165,7 +166,8 @@ def run(config: SyntheticConfig) -> SyntheticResult:
     model = build_model(config)
     train_config = TrainConfig(fp16_allreduce=config.fp16_allreduce)
     optimizer = backend.distributed_optimizer(tf.keras.optimizers.SGD(learning_rate=config.lr), train_config)
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", **backend.compile_options())
+    optimizer.build(model.trainable_variables)  # the same optimizer variables on every rank, before any sync
 
     images = tf.random.uniform((config.batch_size, config.image_size, config.image_size, 3))
     labels = tf.random.uniform((config.batch_size,), maxval=config.num_classes, dtype=tf.int64)
