@@ -167,6 +167,10 @@ class LearningRateControl(tf.keras.callbacks.Callback):
         super().__init__()
         self.config, self.scaled_lr, self.steps_per_epoch, self.size = config, scaled_lr, steps_per_epoch, size
         self.epoch = 0
+        self.current: float | None = None  # what the optimizer holds (assigned only when it changes)
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.current = None  # fit may have been called again (elastic reset) with another LR in the optimizer
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.epoch = epoch
@@ -181,7 +185,10 @@ class LearningRateControl(tf.keras.callbacks.Callback):
             c.lr_schedule,
             c.epochs,
         )
-        self.model.optimizer.learning_rate = self.scaled_lr * multiplier
+        lr = self.scaled_lr * multiplier
+        if lr != self.current:  # after warmup a constant schedule costs nothing per batch
+            self.model.optimizer.learning_rate = lr
+            self.current = lr
 
 
 def callbacks(config: TrainConfig, scaled_lr: float, steps_per_epoch: int, broadcast: bool = True) -> list[Any]:
