@@ -196,13 +196,14 @@ def become_subreaper() -> bool:
         return False
 
 
-def descendants() -> list[psutil.Process]:
-    """Every live process below this one (with the subreaper set: also the orphans of a dead launcher)."""
+def descendants(exclude: frozenset[int] = frozenset()) -> list[psutil.Process]:
+    """Every live process below this one (with the subreaper set: also the orphans of a dead launcher), except the
+    pids in ``exclude`` (what was already running before the job: hvdtrain used as a library, e.g. under pytest)."""
     try:
         found = psutil.Process().children(recursive=True)
     except psutil.Error:
         return []
-    return [p for p in found if _alive(p)]
+    return [p for p in found if p.pid not in exclude and _alive(p)]
 
 
 def _alive(process: psutil.Process) -> bool:
@@ -231,18 +232,19 @@ def _reap() -> None:
             return
 
 
-def stop_all(grace_s: float = TERMINATE_GRACE_S) -> tuple[int, int]:
-    """SIGTERM every descendant, wait up to ``grace_s``, SIGKILL the rest; (processes stopped, of them killed)."""
+def stop_all(grace_s: float = TERMINATE_GRACE_S, exclude: frozenset[int] = frozenset()) -> tuple[int, int]:
+    """SIGTERM every descendant (but ``exclude``), wait up to ``grace_s``, SIGKILL the rest; (processes stopped, of
+    them killed)."""
     seen: dict[int, psutil.Process] = {}
     deadline = time.monotonic() + grace_s
-    while (alive := descendants()) and time.monotonic() < deadline:
+    while (alive := descendants(exclude)) and time.monotonic() < deadline:
         fresh = [p for p in alive if p.pid not in seen]  # processes started meanwhile get their SIGTERM too
         seen.update((p.pid, p) for p in fresh)
         _send(fresh, signal.SIGTERM)
         _reap()
         time.sleep(_POLL_S)
     killed = 0
-    while alive := descendants():
+    while alive := descendants(exclude):
         seen.update((p.pid, p) for p in alive)
         _send(alive, signal.SIGKILL)
         killed += len(alive)
@@ -267,6 +269,7 @@ def run_job(argv: Sequence[str], executable: str, env: Mapping[str, str]) -> Out
     condenser = StderrCondenser(sys.stderr.buffer)
     relay: threading.Thread | None = None
     signum: int | None = None
+    before = frozenset(p.pid for p in descendants())  # not the job's: never stopped here
     try:
         for s in previous:
             signal.signal(s, _raise_interrupted)
@@ -282,7 +285,7 @@ def run_job(argv: Sequence[str], executable: str, env: Mapping[str, str]) -> Out
             signum, returncode = exc.signum, -exc.signum
         for s in previous:  # a second signal while stopping changes nothing: the job is being stopped
             signal.signal(s, signal.SIG_IGN)
-        stopped, killed = stop_all()
+        stopped, killed = stop_all(exclude=before)
         if relay is not None:
             relay.join(_RELAY_JOIN_S)
     finally:

@@ -140,3 +140,16 @@ def test_a_closed_stderr_does_not_stop_the_relay() -> None:
         condenser.feed(line)  # before: BrokenPipeError ended the relay thread; the ranks then blocked on stderr
     condenser.flush()
     assert condenser.failure == job.RankFailure(1, 137)
+
+
+def test_processes_that_were_running_before_the_job_are_left_alone() -> None:
+    """hvdtrain used in a process that has children of its own (pytest with MPI's singleton daemon, say): stopping
+    the job's leftovers must not touch them (before: they were SIGTERMed, and an MPI singleton died with them)."""
+    bystander = psutil.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        outcome = job.run_job([sys.executable, "-c", "pass"], sys.executable, dict(os.environ))
+        assert outcome.exit_code == 0 and outcome.stopped == 0
+        assert bystander.is_running() and bystander.status() != psutil.STATUS_ZOMBIE
+    finally:
+        bystander.kill()
+        bystander.wait()
