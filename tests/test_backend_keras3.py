@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import PYTHON, WORKERS, launch, launcher_argv, run
+from conftest import PYTHON, WORKERS, launch, launcher_argv, recipe_program, run
 
 from hvdtrain.backends import keras_major
 from hvdtrain.config import TrainConfig
@@ -212,7 +212,8 @@ def test_fp16_compression_puts_float16_on_the_wire(tmp_path: Path, options: list
 def test_adasum_keeps_ranks_identical_under_mpi_and_is_refused_under_gloo(tmp_path: Path, launcher: str) -> None:
     program = [PYTHON, str(WORKERS / "sync_worker.py"), str(tmp_path), "--epochs", "2", "--reduce-op", "adasum"]
     if launcher == "horovodrun":  # horovodrun --gloo: Horovod's Gloo controller has no Adasum
-        done = run([*launcher_argv("horovodrun", 2)[:1], "--gloo", *launcher_argv("horovodrun", 2)[1:], *program])
+        digits = recipe_program("digits", "--epochs", "1", "--reduce-op", "adasum")
+        done = run([*launcher_argv("horovodrun", 2)[:1], "--gloo", *launcher_argv("horovodrun", 2)[1:], *digits])
         assert done.returncode != 0
         assert "hvdtrain: error: --reduce-op adasum needs the MPI controller" in done.stdout + done.stderr
         return
