@@ -69,9 +69,12 @@ _TF_LOG_LINE = re.compile(
 )
 
 
+_RANK_TAG = re.compile(r"^\[\d+(,\d+)?\]<std(out|err)>:")  # mpirun --tag-output / horovodrun
+
+
 def error_lines(stderr: str) -> list[str]:
-    """Non-empty stderr lines, TensorFlow's C++ start-up log lines left out."""
-    return [line for line in stderr.splitlines() if line.strip() and not _TF_LOG_LINE.match(line)]
+    """Non-empty stderr lines, TensorFlow's C++ start-up log lines (tagged with a rank or not) left out."""
+    return [line for line in stderr.splitlines() if line.strip() and not _TF_LOG_LINE.match(_RANK_TAG.sub("", line))]
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ from typing import Any
 import horovod.tensorflow as hvd
 import numpy as np
 import tensorflow as tf
+from horovod.common.exceptions import HorovodInternalError
 
 from hvdtrain.backends.core import broadcast_object, global_sum, init, shutdown, world  # noqa: F401 - shared
 from hvdtrain.callbacks import ElasticEpochCounter
@@ -255,7 +256,14 @@ def run_elastic(model: Any, first_epoch: int, fit: Any, commit_every: int) -> di
 
     @hvd.elastic.run
     def loop(state: Keras3State) -> dict[str, list[float]]:
-        # At each epoch end the counter runs first, so the commit records the epochs finished.
-        return fit(state.epoch, [ElasticEpochCounter(state), CommitState(state, commit_every)])
+        try:
+            # At each epoch end the counter runs first, so the commit records the epochs finished.
+            return fit(state.epoch, [ElasticEpochCounter(state), CommitState(state, commit_every)])
+        except tf.errors.OpError as exc:
+            # A lost peer fails the step's HorovodGroupedAllreduce, which hvd.elastic.run's own check (it looks for
+            # 'HorovodAllreduce', 'HorovodAllgather', 'HorovodBroadcast') misses: make it the error that resets.
+            if "Horovod" in (exc.message or ""):
+                raise HorovodInternalError(exc) from exc
+            raise
 
     return loop(state)
