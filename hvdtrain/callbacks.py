@@ -17,7 +17,8 @@ from hvdtrain.log import get_logger
 
 
 class ThroughputMeter(tf.keras.callbacks.Callback):
-    """Global samples/s per epoch, added to the epoch logs with the LR and epoch time.
+    """Global samples/s per epoch, added to the epoch logs with the LR and epoch time: Keras's own line for the
+    epoch shows them (and the CSV and JSON-lines logs record them), so each epoch is reported once.
 
     The first epoch (graph tracing, warm caches) is excluded from ``summary()``.
     """
@@ -39,7 +40,6 @@ class ThroughputMeter(tf.keras.callbacks.Callback):
             logs["lr"] = float(tf.keras.backend.get_value(self.model.optimizer.learning_rate))
             logs["epoch_time_s"] = elapsed
             logs["samples_per_sec"] = rate
-        get_logger().info("epoch %d: %.0f samples/s (global), %.2f s", epoch + 1, rate, elapsed)
 
     def summary(self) -> tuple[float, float] | None:
         """Mean and standard deviation of samples/s over epochs after the first; None with fewer than 2 epochs."""

@@ -10,7 +10,10 @@ group, therefore never reaches every process of the job. So hvdtrain:
   ``TERMINATE_GRACE_S`` and SIGKILLs what is left;
 - after the launcher exits, stops whatever it left behind (mpirun killed with -9 leaves its ranks running);
 - relays the launcher's stderr, replacing its own reports of a failed rank (Open MPI's banners, horovodrun's Gloo
-  traceback) by the failure they describe (:class:`StderrCondenser`), which hvdtrain then reports in one line.
+  traceback) by the failure they describe (:class:`StderrCondenser`), which hvdtrain then reports in one line;
+- relays both streams as plain output (:func:`plain_line`): rank 0's lines without the launcher's rank tag
+  (``[1,0]<stdout>:`` of ``mpirun --tag-output``, ``[0]<stdout>:`` of horovodrun's Gloo mode), so that they read like
+  a single-process Keras run; another rank's lines as ``[rank N] ...``.
 
 Pure Python (psutil, which Horovod needs too): importing this module imports neither TensorFlow nor Horovod.
 """
@@ -25,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import BinaryIO
@@ -42,6 +45,8 @@ _GLOO_FAILURE = b"RuntimeError: Horovod detected that one or more processes exit
 _MPI_EXIT = re.compile(r"Process name:\s*\[\[\d+,\d+\],(\d+)\].*?Exit code:\s*(\d+)", re.S)
 _GLOO_TERMINATED = re.compile(rb"\[\d+\]<stderr>:Terminated")  # the shell around a rank horovodrun stopped
 _MPI_SIGNAL = re.compile(r"process rank (\d+) with PID \d+ on node \S+ exited on signal (\d+)")
+# mpirun --tag-output: [jobid,rank]<stdout>: ; horovodrun's Gloo mode (safe_shell_exec): [rank]<stdout>:
+_RANK_TAG = re.compile(rb"\[(?:\d+,)?(\d+)\]<std(?:out|err|diag)>:")
 
 
 class Interrupted(Exception):
@@ -97,16 +102,30 @@ class Outcome:
         return shell_status(self.returncode)
 
 
+def plain_line(line: bytes) -> bytes:
+    """A launcher's rank-tagged line as hvdtrain shows it: rank 0's without the tag, another rank's as
+    ``[rank N] text`` (``text`` alone when it already starts so, as hvdtrain's log lines do); others unchanged."""
+    tag = _RANK_TAG.match(line)
+    if tag is None:
+        return line
+    text, rank = line[tag.end() :], int(tag.group(1))
+    if rank == 0:
+        return text
+    label = b"[rank %d] " % rank
+    return text if text.startswith(label) else label + text
+
+
 class StderrCondenser:
     """Relays the launcher's stderr line by line, taking out the launcher's own reports of a failed rank: Open
     MPI's framed banners (``Primary job terminated normally...``, ``mpirun detected that one or more processes
     exited with non-zero status...``, ``mpirun noticed that process rank 1 ... exited on signal 9``) and horovodrun's
     Gloo traceback (``RuntimeError: Horovod detected that one or more processes exited ...`` with ``Process name``
     and ``Exit code``, and the ``[1]<stderr>:Terminated`` of the ranks it stopped then). What they said is kept in
-    :attr:`failure`; anything else passes unchanged."""
+    :attr:`failure`; anything else passes on, through ``rewrite`` (e.g. :func:`plain_line`) if given."""
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: BinaryIO, rewrite: Callable[[bytes], bytes] | None = None) -> None:
         self.out: BinaryIO | None = out
+        self.rewrite = rewrite
         self.failure: RankFailure | None = None
         self._held: list[bytes] = []
         self._mode: str | None = None
@@ -170,6 +189,8 @@ class StderrCondenser:
 
     def _write(self, lines: Sequence[bytes]) -> None:
         if lines and self.out is not None:
+            if self.rewrite is not None:
+                lines = [self.rewrite(line) for line in lines]
             try:
                 self.out.write(b"".join(lines))
                 self.out.flush()
@@ -177,12 +198,31 @@ class StderrCondenser:
                 self.out = None
 
 
-def _relay(pipe: BinaryIO, condenser: StderrCondenser) -> None:
-    """Feed ``pipe`` to ``condenser`` until every process of the job has closed it."""
+class PlainRelay:
+    """Relays lines through :func:`plain_line` (the launcher's stdout: nothing to take out there)."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out: BinaryIO | None = out
+
+    def feed(self, line: bytes) -> None:
+        """Take one line (with its newline)."""
+        if self.out is not None:
+            try:
+                self.out.write(plain_line(line))
+                self.out.flush()
+            except OSError:  # our stdout is gone: keep draining the job's
+                self.out = None
+
+    def flush(self) -> None:
+        """Nothing is held back."""
+
+
+def _relay(pipe: BinaryIO, sink: StderrCondenser | PlainRelay) -> None:
+    """Feed ``pipe`` to ``sink`` line by line until every process of the job has closed it."""
     with pipe:
         for line in iter(pipe.readline, b""):
-            condenser.feed(line)
-    condenser.flush()
+            sink.feed(line)
+    sink.flush()
 
 
 def become_subreaper() -> bool:
@@ -266,8 +306,9 @@ def run_job(argv: Sequence[str], executable: str, env: Mapping[str, str]) -> Out
     if main_thread:
         become_subreaper()
     previous = {s: signal.getsignal(s) for s in STOP_SIGNALS} if main_thread else {}
-    condenser = StderrCondenser(sys.stderr.buffer)
-    relay: threading.Thread | None = None
+    condenser = StderrCondenser(sys.stderr.buffer, rewrite=plain_line)
+    out = PlainRelay(sys.stdout.buffer)
+    relays: list[threading.Thread] = []
     signum: int | None = None
     before = frozenset(p.pid for p in descendants())  # not the job's: never stopped here
     try:
@@ -275,18 +316,24 @@ def run_job(argv: Sequence[str], executable: str, env: Mapping[str, str]) -> Out
             signal.signal(s, _raise_interrupted)
         try:
             process = subprocess.Popen(
-                list(argv), executable=executable, env=dict(env), start_new_session=True, stderr=subprocess.PIPE
+                list(argv),
+                executable=executable,
+                env=dict(env),
+                start_new_session=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
             )
-            if process.stderr is not None:
-                relay = threading.Thread(target=_relay, args=(process.stderr, condenser), daemon=True)
-                relay.start()
+            for pipe, sink in ((process.stdout, out), (process.stderr, condenser)):
+                if pipe is not None:
+                    relays.append(threading.Thread(target=_relay, args=(pipe, sink), daemon=True))
+                    relays[-1].start()
             returncode = process.wait()
         except Interrupted as exc:
             signum, returncode = exc.signum, -exc.signum
         for s in previous:  # a second signal while stopping changes nothing: the job is being stopped
             signal.signal(s, signal.SIG_IGN)
         stopped, killed = stop_all(exclude=before)
-        if relay is not None:
+        for relay in relays:
             relay.join(_RELAY_JOIN_S)
     finally:
         for s, handler in previous.items():

@@ -69,7 +69,8 @@ _TF_LOG_LINE = re.compile(
 )
 
 
-_RANK_TAG = re.compile(r"^\[\d+(,\d+)?\]<std(out|err)>:")  # mpirun --tag-output / horovodrun
+# mpirun --tag-output / horovodrun; hvdtrain run shows another rank's lines as "[rank N] ..."
+_RANK_TAG = re.compile(r"^(\[\d+(,\d+)?\]<std(out|err)>:|\[rank \d+\] )")
 
 
 def error_lines(stderr: str) -> list[str]:

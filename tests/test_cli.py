@@ -708,7 +708,7 @@ class FakePopen:
     returncode = 0
     errors: list[BaseException] = []
     launches: list[FakePopen] = []
-    stderr = None  # not relayed
+    stdout = stderr = None  # not relayed
 
     def __init__(self, argv: list[str], **kwargs: Any) -> None:
         self.argv, self.kwargs, self.signals, self.waits = argv, kwargs, [], []
@@ -853,7 +853,18 @@ def assert_trained(out: subprocess.CompletedProcess[str]) -> None:
     ids=["horovodrun-gloo", "horovodrun-mpi", "mpirun"],
 )
 def test_real_two_rank_run(launch: list[str], tmp_path: Path) -> None:
-    assert_trained(run_real("run", "digits", "--epochs", "2", "-np", "2", *launch, cwd=tmp_path))
+    out = run_real("run", "digits", "--epochs", "2", "-np", "2", "--log-all-ranks", *launch, cwd=tmp_path)
+    assert_trained(out)
+    # Plain output: rank 0's lines read like a single-process Keras run (before: each carried the launcher's
+    # [1,0]<stdout>: tag), and each epoch is one line, Keras's, with the throughput in it (before: a second one).
+    lines = out.stdout.splitlines() + out.stderr.splitlines()
+    assert not [line for line in lines if re.match(r"\[\d+(,\d+)?\]<std(out|err)>:", line)], out.stdout + out.stderr
+    epochs = [line for line in out.stdout.splitlines() if "samples_per_sec: " in line]
+    assert len(epochs) == 2 and all(re.match(r"\d+/\d+ - ", line) for line in epochs), out.stdout
+    assert re.findall(r"^Epoch (\d)/2$", out.stdout, re.M) == ["1", "2"]
+    assert "samples/s (global)," not in out.stderr
+    assert re.search(r"^\[rank 1\] recipe digits", out.stderr, re.M), out.stderr  # other ranks keep a rank tag
+    assert "[rank 1] [rank 1]" not in out.stderr
 
 
 def test_real_run_in_this_process(tmp_path: Path) -> None:

@@ -92,6 +92,29 @@ def test_anything_else_passes_unchanged() -> None:
     assert condense(OTHER) == (OTHER, None)
 
 
+@pytest.mark.parametrize(
+    ("line", "shown"),
+    [
+        (b"[1,0]<stdout>:Epoch 1/2\n", b"Epoch 1/2\n"),  # mpirun --tag-output (also under horovodrun)
+        (b"[0]<stderr>:[rank 0] recipe digits\n", b"[rank 0] recipe digits\n"),  # horovodrun --gloo
+        (b"[1,1]<stderr>:W0000 00:00 tf log\n", b"[rank 1] W0000 00:00 tf log\n"),
+        (b"[1,1]<stderr>:[rank 1] recipe digits\n", b"[rank 1] recipe digits\n"),  # already says its rank
+        (b"[12]<stdout>:x\n", b"[rank 12] x\n"),
+        (b"mpirun noticed that process rank 1\n", b"mpirun noticed that process rank 1\n"),  # the launcher's own
+        (b"text [1,0]<stdout>:x\n", b"text [1,0]<stdout>:x\n"),
+    ],
+)
+def test_plain_line_drops_rank_0s_tag_and_names_the_others(line: bytes, shown: bytes) -> None:
+    assert job.plain_line(line) == shown
+
+
+def test_run_job_relays_stdout_and_stderr_plain(capfdbinary: pytest.CaptureFixture[bytes]) -> None:
+    script = "import sys; print('[1,0]<stdout>:Epoch 1/2'); print('[1,1]<stderr>:hello', file=sys.stderr)"
+    outcome = job.run_job([sys.executable, "-c", script], sys.executable, dict(os.environ))
+    out, err = capfdbinary.readouterr()
+    assert outcome.exit_code == 0 and out == b"Epoch 1/2\n" and err == b"[rank 1] hello\n"
+
+
 def test_exit_code_is_the_failed_ranks_when_the_launcher_reported_one() -> None:
     assert job.Outcome(1, None, 0, 0, job.RankFailure(1, 137)).exit_code == 137  # horovodrun --gloo exits 1
     assert job.Outcome(0, None, 0, 0, job.RankFailure(1, 137)).exit_code == 0
