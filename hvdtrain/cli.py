@@ -12,9 +12,6 @@ Shell completion (bash, zsh, fish): ``eval "$(_HVDTRAIN_COMPLETE=bash_source hvd
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,40 +22,22 @@ import click
 from click.shell_completion import get_completion_class
 
 from hvdtrain import __version__
-from hvdtrain.config import ConfigError, TrainConfig
-from hvdtrain.doctor import controller_problem, report
+from hvdtrain.config import TrainConfig
+from hvdtrain.doctor import report
 from hvdtrain.hosts import HostfileError, check_hostfile, format_hostfile, parse_hostfile, total_slots
-from hvdtrain.job import run_job
-from hvdtrain.launch import LaunchCommand, LaunchError, LaunchSpec, build_command, running_as_root
-from hvdtrain.launch_config import (
-    LaunchConfig,
-    controller_from_flags,
-    launch_options,
-    place,
-    to_spec,
-    unresolvable_hosts,
-)
-from hvdtrain.options import (
-    EXIT_INTERRUPTED,
-    EXIT_USAGE,
-    config_to_args,
-    fail,
-    run_cli,
-    run_recipe_command,
-    say,
-    train_config_options,
-)
-from hvdtrain.presets import Layered, Preset, PresetError, check_recipe, dump, load_preset, merge_launch, merge_train
+from hvdtrain.launch import LaunchCommand, LaunchSpec, build_command, running_as_root
+from hvdtrain.launch_config import LaunchConfig, launch_options, launch_values, place, to_spec
+from hvdtrain.options import EXIT_INTERRUPTED, config_to_args, fail, run_cli, train_config_options
+from hvdtrain.presets import Layered, Preset, check_recipe, dump, load_preset, merge_launch, merge_train
 from hvdtrain.recipes import RECIPES, RecipeError, load_recipe, module_name, recipe_defaults, recipe_names, summary
 from hvdtrain.schedulers import SchedulerError, detect_environment
+from hvdtrain.start import LAUNCH_ERRORS, launch
 
 PROG = "hvdtrain"
 COMPLETE_VAR = "_HVDTRAIN_COMPLETE"
 SHELLS = ("bash", "zsh", "fish")
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 _TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
-_LAUNCH_FIELDS = tuple(f.name for f in dataclasses.fields(LaunchConfig))
-LAUNCH_ERRORS = (ConfigError, LaunchError, PresetError)  # what merging, placing and building a launch can raise
 _ERRORS = (*LAUNCH_ERRORS, RecipeError)
 
 
@@ -207,49 +186,14 @@ def plan_run(name: str, config_path: Path | None, values: dict[str, Any]) -> Pla
 # --- execution -----------------------------------------------------------------------------------------------------
 
 
-def _find_program(program: str) -> str | None:
-    """``program`` on PATH, else beside this Python (an unactivated virtual environment's horovodrun)."""
-    found = shutil.which(program)
-    if found is None:
-        found = shutil.which(program, path=str(Path(sys.executable).parent))
-    return found
-
-
-def execute(command: LaunchCommand) -> int:
-    """Run the launcher (argv list, no shell) with ``command.env`` added to this environment; return its exit code.
-
-    The whole job is stopped on SIGTERM, SIGINT (Ctrl-C) or SIGHUP to hvdtrain, and whatever the launcher leaves
-    behind when it dies is stopped too (:mod:`hvdtrain.job`); each case is one line and a 128 + N exit code.
-    """
-    program = command.argv[0]
-    executable = _find_program(program)
-    if executable is None:
-        return fail(f"{program} not found on PATH or in {Path(sys.executable).parent}")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        outcome = run_job(command.argv, executable, {**os.environ, **command.env})
-    except OSError as exc:
-        return fail(f"cannot start {program}: {exc.strerror or exc}")
-    ended = f"{outcome.stopped} process(es)" + (f", {outcome.killed} with SIGKILL" if outcome.killed else "")
-    if outcome.signum is not None:
-        say(f"stopped by {signal.Signals(outcome.signum).name}: ended the job's {ended}")
-    elif outcome.returncode < 0:
-        left = f"; ended the {ended} it left running" if outcome.stopped else ""
-        say(f"error: {program} was killed by {signal.Signals(-outcome.returncode).name}{left}")
-    elif outcome.failure is not None and outcome.failure.status != EXIT_USAGE:  # a usage error: the rank said it
-        say(f"error: {outcome.failure.describe()}; {program} ended the job")
-    elif outcome.stopped and outcome.returncode == 0:
-        say(f"{program} exited with status 0; ended the {ended} it left running")
-    return outcome.exit_code
-
-
 def run_here(name: str, plan: Plan) -> int:
     """``--launcher none``: train in this process (the launch environment is already applied)."""
     try:
         recipe = load_recipe(name)
     except RecipeError as exc:
         return fail(str(exc))
+    from hvdtrain.recipe import run_recipe_command  # TensorFlow: only when training here
+
     return run_recipe_command(recipe, plan.recipe_args)
 
 
@@ -303,51 +247,6 @@ environment; remote host names are only resolved (skip with --no-check-hosts).""
 SHOW_HELP = """Print the merged configuration of the {name} recipe as TOML, each value marked with its source.
 
 Layers: recipe defaults < --config FILE < command line. The output is itself a valid preset."""
-
-
-def _controller_needed(spec: LaunchSpec) -> str | None:
-    """The Horovod controller a launch asks for explicitly (mpirun and --mpi: MPI; --gloo and --elastic: Gloo)."""
-    if spec.launcher == "mpirun" or spec.controller == "mpi":
-        return "mpi"
-    if spec.controller == "gloo" or spec.elastic is not None:
-        return "gloo"
-    return None
-
-
-def launch(spec: LaunchSpec, command: LaunchCommand, check_hosts: bool, here: Callable[[], int]) -> int:
-    """Check the controller and host names, then run ``command`` (``here()`` instead for ``--launcher none``)."""
-    controller = _controller_needed(spec)
-    if controller is not None and (problem := controller_problem(controller)) is not None:
-        return fail(problem)
-    if check_hosts:
-        bad = unresolvable_hosts(spec.hosts)
-        if bad:
-            shown = ", ".join(f"{host!r} ({why})" for host, why in bad)
-            return fail(f"cannot resolve host name(s) {shown}; fix -H/--hostfile or skip with --no-check-hosts")
-    for flag, path in (("--timeline", spec.knobs.timeline), ("--autotune-log", spec.knobs.autotune_log)):
-        if path is not None and (problem := _make_parent(Path(path))) is not None:
-            return fail(f"{flag} {path}: cannot create its directory: {problem}")
-    if spec.launcher == "none":
-        os.environ.update(command.env)
-        return here()
-    return execute(command)
-
-
-def _make_parent(path: Path) -> str | None:
-    """Create ``path``'s directory (Horovod only opens the file, and says so in a log line the run goes past);
-    the reason if that fails."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    return None
-
-
-def launch_values(values: dict[str, Any]) -> dict[str, Any]:
-    """Take the launch options' values out of a command's ``values`` (``--gloo``/``--mpi`` become the controller)."""
-    found = {k: values.pop(k) for k in _LAUNCH_FIELDS if k != "controller"}
-    found["controller"] = controller_from_flags(values.pop("gloo"), values.pop("mpi"))
-    return found
 
 
 def _build_run(name: str) -> click.Command:

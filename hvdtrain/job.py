@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import BinaryIO
 
@@ -47,6 +49,11 @@ _GLOO_TERMINATED = re.compile(rb"\[\d+\]<stderr>:Terminated")  # the shell aroun
 _MPI_SIGNAL = re.compile(r"process rank (\d+) with PID \d+ on node \S+ exited on signal (\d+)")
 # mpirun --tag-output: [jobid,rank]<stdout>: ; horovodrun's Gloo mode (safe_shell_exec): [rank]<stdout>:
 _RANK_TAG = re.compile(rb"\[(?:\d+,)?(\d+)\]<std(?:out|err|diag)>:")
+
+
+def find_program(program: str) -> str | None:
+    """``program`` on PATH, else beside this Python (an unactivated virtual environment's horovodrun)."""
+    return shutil.which(program) or shutil.which(program, path=str(Path(sys.executable).parent))
 
 
 class Interrupted(Exception):
@@ -82,14 +89,15 @@ class RankFailure:
 @dataclass(frozen=True)
 class Outcome:
     """How a job ended: the launcher's return code (negative: killed by that signal), the stop signal hvdtrain got
-    (if any), how many processes hvdtrain had to stop (``killed`` of them with SIGKILL), and the failed rank that
-    the launcher reported (its report taken out of the output)."""
+    (if any), how many processes hvdtrain had to stop (``killed`` of them with SIGKILL), the failed rank that
+    the launcher reported (its report taken out of the output), and whether it ran out of time."""
 
     returncode: int
     signum: int | None
     stopped: int
     killed: int
     failure: RankFailure | None = None
+    timed_out: bool = False  # ran past run_job's timeout_s and was stopped
 
     @property
     def exit_code(self) -> int:
@@ -298,18 +306,52 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
-def run_job(argv: Sequence[str], executable: str, env: Mapping[str, str]) -> Outcome:
-    """Run the launcher ``argv`` (no shell) in its own session until it ends or a stop signal arrives; then make
-    sure no process of the job is left. Its stderr goes through a :class:`StderrCondenser`. OSError if it cannot
-    start."""
+class LineSink:
+    """Takes every line of the job's output, stdout and stderr merged in order (a benchmark's log file)."""
+
+    def __init__(self, take: Callable[[bytes], None]) -> None:
+        self.take: Callable[[bytes], None] | None = take
+
+    def feed(self, line: bytes) -> None:
+        """Take one line (with its newline); after ``take`` failed once, drain the rest (or the ranks would block)."""
+        if self.take is not None:
+            try:
+                self.take(line)
+            except Exception:  # noqa: BLE001 - e.g. a full disk under the log: the job must not hang on its pipe
+                self.take = None
+
+    def flush(self) -> None:
+        """Nothing is held back."""
+
+
+def run_job(
+    argv: Sequence[str],
+    executable: str,
+    env: Mapping[str, str],
+    on_line: Callable[[bytes], None] | None = None,
+    timeout_s: float | None = None,
+) -> Outcome:
+    """Run the launcher ``argv`` (no shell) in its own session until it ends, a stop signal arrives or
+    ``timeout_s`` passes; then make sure no process of the job is left. OSError if it cannot start.
+
+    Output goes to this process's stdout and stderr as plain lines (:func:`plain_line`), the launcher's reports of a
+    failed rank taken out of stderr (:class:`StderrCondenser`); or, with ``on_line``, every line as it is, stdout
+    and stderr merged in order, to ``on_line``.
+    """
     main_thread = threading.current_thread() is threading.main_thread()
     if main_thread:
         become_subreaper()
     previous = {s: signal.getsignal(s) for s in STOP_SIGNALS} if main_thread else {}
-    condenser = StderrCondenser(sys.stderr.buffer, rewrite=plain_line)
-    out = PlainRelay(sys.stdout.buffer)
+    condenser: StderrCondenser | None = None
+    sinks: list[StderrCondenser | PlainRelay | LineSink] = []
+    if on_line is None:
+        condenser = StderrCondenser(sys.stderr.buffer, rewrite=plain_line)
+        sinks = [PlainRelay(sys.stdout.buffer), condenser]
+    else:
+        sinks = [LineSink(on_line)]
     relays: list[threading.Thread] = []
     signum: int | None = None
+    timed_out = False
     before = frozenset(p.pid for p in descendants())  # not the job's: never stopped here
     try:
         for s in previous:
@@ -321,13 +363,16 @@ def run_job(argv: Sequence[str], executable: str, env: Mapping[str, str]) -> Out
                 env=dict(env),
                 start_new_session=True,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                stderr=subprocess.PIPE if condenser is not None else subprocess.STDOUT,
             )
-            for pipe, sink in ((process.stdout, out), (process.stderr, condenser)):
+            for pipe, sink in zip((process.stdout, process.stderr), sinks, strict=False):
                 if pipe is not None:
                     relays.append(threading.Thread(target=_relay, args=(pipe, sink), daemon=True))
                     relays[-1].start()
-            returncode = process.wait()
+            try:
+                returncode = process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                timed_out, returncode = True, -signal.SIGTERM
         except Interrupted as exc:
             signum, returncode = exc.signum, -exc.signum
         for s in previous:  # a second signal while stopping changes nothing: the job is being stopped
@@ -338,4 +383,5 @@ def run_job(argv: Sequence[str], executable: str, env: Mapping[str, str]) -> Out
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    return Outcome(returncode, signum, stopped, killed, condenser.failure if signum is None else None)
+    failure = condenser.failure if condenser is not None and signum is None else None
+    return Outcome(returncode, signum, stopped, killed, failure, timed_out)

@@ -25,7 +25,8 @@ import click
 
 from hvdtrain.config import option_name, path_problem, range_problem
 from hvdtrain.hosts import Host, HostfileError, parse_hostfile, parse_hosts_arg, total_slots
-from hvdtrain.launch import LOG_LEVELS, Elastic, HorovodKnobs, LaunchError, LaunchSpec, validate_interface
+from hvdtrain.knobs import KNOBS, LOG_LEVELS, HorovodKnobs
+from hvdtrain.launch import Elastic, LaunchError, LaunchSpec, Terms, rule_problem
 from hvdtrain.schedulers import SchedulerError, detect_environment
 
 Launcher = Literal["horovodrun", "mpirun", "none"]
@@ -35,9 +36,15 @@ assert typing.get_args(LogLevel) == LOG_LEVELS
 
 EXPECTED_SIZE_VARIABLE = "HVDTRAIN_EXPECTED_SIZE"  # read by hvdtrain.world_check on every rank
 RESOLVE_TIMEOUT_S = 5.0
-MAX_INT = (1 << 31) - 1  # Horovod reads its integer variables as C ints
-MAX_FUSION_MB = 1 << 20  # 1 TiB
-MAX_CYCLE_TIME_MS = 60_000.0
+CLI_TERMS = Terms(  # how the launch rules name things on the command line
+    controller=lambda c: f"--{c}",
+    launcher=lambda name: f"--launcher {name}",
+    elastic="--elastic",
+    hosts="-H/--hostfile",
+    discovery="--host-discovery-script",
+    knob=lambda knob: knob.flag,
+    needed_knob=lambda knob: f"{knob.flag} {knob.metavar}" if knob.metavar else knob.flag,
+)
 
 
 def _opt(help_text: str, **extra: Any) -> dict[str, Any]:
@@ -48,16 +55,18 @@ def _check_hosts(value: str) -> None:
     parse_hosts_arg(value)
 
 
-def _check_interfaces(value: str) -> None:
-    for name in value.split(","):
-        validate_interface(name)
+_KNOB_OF_OPTION = {knob.option: knob for knob in KNOBS}
 
 
-def _check_path(value: str) -> None:
-    if not value or "\0" in value or "\n" in value:
-        raise ValueError("must be a non-empty path on one line")
-    if value.startswith("-"):
-        raise ValueError(f"must not start with '-' (use ./{value})")
+def _knob(option: str, **extra: Any) -> Any:
+    """A LaunchConfig field for a Horovod knob: help, range, metavar and check come from its row of the table."""
+    knob = _KNOB_OF_OPTION[option]
+    meta = {**(knob.limits or {}), **extra, "knob": knob}
+    if knob.metavar is not None:
+        meta["metavar"] = knob.metavar
+    if knob.check is not None and knob.kind is str and option != "horovod_log_level":  # a choice: click checks it
+        meta["check"] = knob.check
+    return field(default=False if knob.kind is bool else None, metadata=_opt(knob.help, **meta))
 
 
 @dataclass(frozen=True)
@@ -92,51 +101,17 @@ class LaunchConfig:
     controller: Controller | None = field(
         default=None, metadata=_opt("Horovod controller (horovodrun only) [default: MPI if Horovod has it].")
     )
-    fusion_threshold_mb: float | None = field(
-        default=None,
-        metadata=_opt(
-            "Tensor fusion buffer in MB; 0 disables fusion [Horovod: 64].", metavar="MB", min=0, max=MAX_FUSION_MB
-        ),
-    )
-    cycle_time_ms: float | None = field(
-        default=None,
-        metadata=_opt("Milliseconds between Horovod's fusion cycles.", metavar="MS", min=0, max=MAX_CYCLE_TIME_MS),
-    )
-    cache_capacity: int | None = field(
-        default=None,
-        metadata=_opt("Response cache entries; 0 disables the cache [Horovod: 1024].", metavar="N", min=0, max=MAX_INT),
-    )
-    hierarchical_allreduce: bool = field(
-        default=False, metadata=_opt("Allreduce within each host first, then across hosts.")
-    )
-    timeline: str | None = field(
-        default=None,
-        metadata=_opt("Write a Horovod timeline (chrome://tracing) to FILE.", metavar="FILE", check=_check_path),
-    )
-    timeline_mark_cycles: bool = field(default=False, metadata=_opt("Mark fusion cycles in the timeline."))
-    autotune: bool = field(default=False, metadata=_opt("Let Horovod tune fusion and cycle time while training."))
-    autotune_log: str | None = field(
-        default=None,
-        metadata=_opt("Log the autotuner's trials to FILE (needs --autotune).", metavar="FILE", check=_check_path),
-    )
-    network_interface: str | None = field(
-        default=None,
-        metadata=_opt(
-            "Network interface(s) for Horovod and NCCL, e.g. eth0 or ib0,eth0.", metavar="IF", check=_check_interfaces
-        ),
-    )
-    stall_timeout: int | None = field(
-        default=None,
-        metadata=_opt(
-            "Shut down after ranks stall this long (warns at half, at most 60 s).",
-            metavar="SECONDS",
-            min=1,
-            max=MAX_INT,
-        ),
-    )
-    horovod_log_level: LogLevel | None = field(
-        default=None, metadata=_opt("Horovod's own log level.", case_insensitive=True)
-    )
+    fusion_threshold_mb: float | None = _knob("fusion_threshold_mb")
+    cycle_time_ms: float | None = _knob("cycle_time_ms")
+    cache_capacity: int | None = _knob("cache_capacity")
+    hierarchical_allreduce: bool = _knob("hierarchical_allreduce")
+    timeline: str | None = _knob("timeline")
+    timeline_mark_cycles: bool = _knob("timeline_mark_cycles")
+    autotune: bool = _knob("autotune")
+    autotune_log: str | None = _knob("autotune_log")
+    network_interface: str | None = _knob("network_interface")
+    stall_timeout: int | None = _knob("stall_timeout")
+    horovod_log_level: LogLevel | None = _knob("horovod_log_level", case_insensitive=True)
     elastic: bool = field(
         default=False, metadata=_opt("Elastic training (horovodrun, Gloo): ranks may leave and join while it runs.")
     )
@@ -165,29 +140,19 @@ class LaunchConfig:
                 raise LaunchError(f"{f.metadata.get('decls', (option_name(f.name),))[0]} {problem}")
         if self.hosts is not None and self.hostfile is not None:
             raise LaunchError("give -H/--hosts or --hostfile, not both")
-        if self.autotune_log is not None and not self.autotune:
-            raise LaunchError("--autotune-log needs --autotune")
-        if self.timeline_mark_cycles and self.timeline is None:
-            raise LaunchError("--timeline-mark-cycles needs --timeline FILE")
-        if self.controller == "gloo" and self.launcher == "mpirun":
-            raise LaunchError("--gloo needs --launcher horovodrun; mpirun always uses the MPI controller")
-        if self.controller is not None and self.launcher == "none":
-            raise LaunchError(f"--{self.controller} needs a launcher; --launcher none runs one plain process")
+        knobs = {knob.name: getattr(self, knob.option) for knob in KNOBS}
+        script = self.host_discovery_script
+        both = script is not None and (self.hosts is not None or self.hostfile is not None)
+        if (problem := rule_problem(self.launcher, self.controller, self.elastic, both, knobs, CLI_TERMS)) is not None:
+            raise LaunchError(problem)
         if not self.elastic and (self.min_np or self.max_np or self.host_discovery_script):
             raise LaunchError("--min-np, --max-np and --host-discovery-script need --elastic")
         if self.elastic:
-            if self.launcher != "horovodrun":
-                raise LaunchError("--elastic needs --launcher horovodrun")
-            if self.controller == "mpi":
-                raise LaunchError("--elastic runs on the Gloo controller; drop --mpi")
             if self.cycle_time_ms is not None and self.fusion_threshold_mb is not None:
                 raise LaunchError(
                     "with --elastic give --cycle-time-ms or --fusion-threshold-mb, not both: with both set, Horovod "
                     "0.28.1 crashes when a worker leaves"
                 )
-            script = self.host_discovery_script
-            if script is not None and (self.hosts is not None or self.hostfile is not None):
-                raise LaunchError("give elastic hosts by -H/--hostfile or by --host-discovery-script, not both")
             if script is not None and not (script.is_file() and os.access(script, os.X_OK)):
                 raise LaunchError(f"--host-discovery-script {script}: not an executable file")
         return self
@@ -254,6 +219,13 @@ def _click_callback(check: Callable[[str], None]) -> Callable[[click.Context, cl
     return callback
 
 
+def launch_values(values: dict[str, Any]) -> dict[str, Any]:
+    """Take the launch options' values out of a command's ``values`` (``--gloo``/``--mpi`` become the controller)."""
+    found = {f.name: values.pop(f.name) for f in dataclasses.fields(LaunchConfig) if f.name != "controller"}
+    found["controller"] = controller_from_flags(values.pop("gloo"), values.pop("mpi"))
+    return found
+
+
 def controller_from_flags(gloo: bool | None, mpi: bool | None) -> Controller | None:
     """``--gloo``/``--mpi`` to a controller name (None if neither)."""
     if gloo and mpi:
@@ -316,19 +288,7 @@ def to_spec(
     allow_run_as_root: bool,
 ) -> LaunchSpec:
     """The LaunchSpec for ``program``; every rank gets ``HVDTRAIN_EXPECTED_SIZE=<np>`` to check its world size."""
-    knobs = HorovodKnobs(
-        fusion_threshold_mb=config.fusion_threshold_mb,
-        cycle_time_ms=config.cycle_time_ms,
-        cache_capacity=config.cache_capacity,
-        hierarchical_allreduce=config.hierarchical_allreduce,
-        timeline=config.timeline,
-        timeline_mark_cycles=config.timeline_mark_cycles,
-        autotune=config.autotune,
-        autotune_log=config.autotune_log,
-        stall_timeout_s=config.stall_timeout,
-        network_interface=config.network_interface,
-        log_level=config.horovod_log_level,
-    )
+    knobs = HorovodKnobs(**{knob.name: getattr(config, knob.option) for knob in KNOBS})
     return LaunchSpec(
         program=list(program),
         np=placement.np,

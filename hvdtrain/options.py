@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -126,36 +125,3 @@ def recipe_command(recipe: Recipe, action: Callable[[TrainConfig], int]) -> clic
         callback=callback,
         context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     )
-
-
-def run_recipe_command(recipe: Recipe, argv: Sequence[str] | None = None) -> int:
-    """``python -m hvdtrain.recipes.<name> [options]``: train, print the test result on rank 0, return exit code."""
-    from hvdtrain.callbacks import TrainingDiverged
-    from hvdtrain.data import DataError
-    from hvdtrain.recipe import train
-
-    def action(config: TrainConfig) -> int:
-        try:
-            result = train(recipe, config)
-        except (ConfigError, DataError) as exc:
-            return fail(str(exc))
-        except TrainingDiverged as exc:
-            fail(str(exc))
-            return EXIT_FAILURE
-        except Exception as exc:
-            if "Horovod has been shut down" not in str(exc):
-                raise
-            # A peer died or stalled past --stall-timeout; Horovod's own report (missing ranks) is above.
-            fail("Horovod shut down because another rank failed or stalled (its report is above)")
-            return EXIT_FAILURE
-        if result.world.is_root:
-            for name, value in sorted(result.test_metrics.items()):
-                if name != "accuracy":
-                    print(f"test {name} {value:.4f}")
-            if "accuracy" in result.test_metrics:
-                print(f"test accuracy {result.test_metrics['accuracy']:.4f}")
-        sys.stdout.flush()
-        return 0
-
-    code = run_cli(recipe_command(recipe, action), argv, prog_name=f"python -m hvdtrain.recipes.{recipe.name}")
-    return code if isinstance(code, int) else 0

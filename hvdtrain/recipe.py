@@ -21,6 +21,7 @@ from hvdtrain.config import ConfigError, TrainConfig
 from hvdtrain.data import DataError, DataSplits, shard, steps_per_epoch
 from hvdtrain.log import log_defaults_applied, setup_logging
 from hvdtrain.lr import scale_lr
+from hvdtrain.options import EXIT_FAILURE, fail, recipe_command, run_cli
 from hvdtrain.world import World, is_elastic
 from hvdtrain.world_check import check_world_size
 
@@ -45,8 +46,6 @@ class Recipe:
 
     def main(self, argv: Sequence[str] | None = None) -> None:
         """Parse the command line, train, print the test result on rank 0; exit 2 on bad input."""
-        from hvdtrain.options import run_recipe_command
-
         sys.exit(run_recipe_command(self, argv))
 
 
@@ -304,3 +303,33 @@ def train(recipe: Recipe, config: TrainConfig, comm: Any = None) -> TrainResult:
         log.info("throughput %.0f +- %.0f samples/s (global, after the first epoch)", summary[0], 1.96 * summary[1])
     test_metrics = evaluate(model, data.x_test, data.y_test, config.batch_size, world)
     return TrainResult(model, history, test_metrics, world, scale_lr(config.lr, world.size, config.lr_scaling), summary)
+
+
+def run_recipe_command(recipe: Recipe, argv: Sequence[str] | None = None) -> int:
+    """``python -m hvdtrain.recipes.<name> [options]``: train, print the test result on rank 0, return exit code."""
+
+    def action(config: TrainConfig) -> int:
+        try:
+            result = train(recipe, config)
+        except (ConfigError, DataError) as exc:
+            return fail(str(exc))
+        except hvd_callbacks.TrainingDiverged as exc:
+            fail(str(exc))
+            return EXIT_FAILURE
+        except Exception as exc:
+            if "Horovod has been shut down" not in str(exc):
+                raise
+            # A peer died or stalled past --stall-timeout; Horovod's own report (missing ranks) is above.
+            fail("Horovod shut down because another rank failed or stalled (its report is above)")
+            return EXIT_FAILURE
+        if result.world.is_root:
+            for name, value in sorted(result.test_metrics.items()):
+                if name != "accuracy":
+                    print(f"test {name} {value:.4f}")
+            if "accuracy" in result.test_metrics:
+                print(f"test accuracy {result.test_metrics['accuracy']:.4f}")
+        sys.stdout.flush()
+        return 0
+
+    code = run_cli(recipe_command(recipe, action), argv, prog_name=f"python -m hvdtrain.recipes.{recipe.name}")
+    return code if isinstance(code, int) else 0

@@ -21,9 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, MutableMapping
 
-from hvdtrain.launch import HorovodKnobs
-
-MIB = 1024 * 1024
+from hvdtrain.knobs import KNOB, HorovodKnobs, format_number
 
 # Horovod 0.28.1's compiled-in defaults (horovod/common/operations.cc: SetCycleTimeMs(1),
 # SetTensorFusionThresholdBytes(128 * 1024 * 1024)).
@@ -34,8 +32,8 @@ HOROVOD_DEFAULT_FUSION_THRESHOLD_MB = 128
 TUNED_CYCLE_TIME_MS = 0.05
 TUNED_FUSION_THRESHOLD_MB = 64
 
-CYCLE_TIME_VAR = "HOROVOD_CYCLE_TIME"  # milliseconds, a float
-FUSION_THRESHOLD_VAR = "HOROVOD_FUSION_THRESHOLD"  # bytes, an integer; 0 disables tensor fusion
+(CYCLE_TIME_VAR,) = KNOB["cycle_time_ms"].env  # HOROVOD_CYCLE_TIME: milliseconds, a float
+(FUSION_THRESHOLD_VAR,) = KNOB["fusion_threshold_mb"].env  # HOROVOD_FUSION_THRESHOLD: bytes; 0 disables fusion
 ELASTIC_VAR = "HOROVOD_ELASTIC"  # "1" in the workers of horovodrun --elastic
 _OFF_SWITCHES = ("HOROVOD_AUTOTUNE",)  # when on, explicit values would pin what the autotuner tunes
 _FALSE = ("", "0", "false", "no", "off")
@@ -45,16 +43,14 @@ def _on(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() not in _FALSE
 
 
-def format_ms(value: float) -> str:
-    """``0.1`` -> ``"0.1"``, ``1.0`` -> ``"1"``: what HOROVOD_CYCLE_TIME holds."""
-    return str(int(value)) if value == int(value) else repr(float(value))
+format_ms = format_number  # ``0.1`` -> ``"0.1"``, ``1.0`` -> ``"1"``: what HOROVOD_CYCLE_TIME holds
 
 
 def tuned_env(
     cycle_time_ms: float = TUNED_CYCLE_TIME_MS, fusion_threshold_mb: float = TUNED_FUSION_THRESHOLD_MB
 ) -> dict[str, str]:
-    """The tuned values as Horovod environment variables."""
-    return {CYCLE_TIME_VAR: format_ms(cycle_time_ms), FUSION_THRESHOLD_VAR: str(round(fusion_threshold_mb * MIB))}
+    """The tuned values as Horovod environment variables (written as the knob table writes them)."""
+    return KNOB["cycle_time_ms"].env_of(cycle_time_ms) | KNOB["fusion_threshold_mb"].env_of(fusion_threshold_mb)
 
 
 def apply_tuned_defaults(env: MutableMapping[str, str] | None = None) -> dict[str, str]:

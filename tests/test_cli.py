@@ -26,6 +26,7 @@ from click.testing import CliRunner, Result
 
 import hvdtrain.cli as cli_module
 import hvdtrain.job as job_module
+import hvdtrain.start as start_module
 from hvdtrain.backends import installed_keras_major
 from hvdtrain.config import TrainConfig, option_name
 from hvdtrain.launch_config import LaunchConfig, launch_options
@@ -730,8 +731,8 @@ def fake_popen(monkeypatch: pytest.MonkeyPatch) -> type[FakePopen]:
     monkeypatch.setattr(FakePopen, "errors", [])
     monkeypatch.setattr(FakePopen, "launches", [])
     monkeypatch.setattr(job_module.subprocess, "Popen", FakePopen)
-    monkeypatch.setattr(cli_module, "_find_program", lambda name: f"/opt/bin/{name}")
-    monkeypatch.setattr(cli_module, "controller_problem", lambda controller: None)  # no Horovod import here
+    monkeypatch.setattr(start_module, "find_program", lambda name: f"/opt/bin/{name}")
+    monkeypatch.setattr(start_module, "controller_problem", lambda controller: None)  # no Horovod import here
     return FakePopen
 
 
@@ -777,12 +778,12 @@ def test_launcher_cannot_start(monkeypatch: pytest.MonkeyPatch) -> None:
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(job_module.subprocess, "Popen", broken)
-    monkeypatch.setattr(cli_module, "_find_program", lambda name: f"/opt/bin/{name}")
+    monkeypatch.setattr(start_module, "find_program", lambda name: f"/opt/bin/{name}")
     assert_error(invoke("run", "digits"), "cannot start horovodrun: Permission denied")
 
 
 def test_execute_launcher_not_found(monkeypatch: pytest.MonkeyPatch, fake_popen: type[FakePopen]) -> None:
-    monkeypatch.setattr(cli_module, "_find_program", lambda name: None)
+    monkeypatch.setattr(start_module, "find_program", lambda name: None)
     assert_error(invoke("run", "digits", "--launcher", "mpirun"), "mpirun not found on PATH")
     assert fake_popen.launches == []
 
@@ -884,7 +885,7 @@ def test_a_controller_horovod_lacks_is_refused_before_launch(
         asked.append(name)
         return f"this Horovod was built without {name.upper()}"
 
-    monkeypatch.setattr(cli_module, "controller_problem", lacks)
+    monkeypatch.setattr(start_module, "controller_problem", lacks)
     assert_error(invoke("run", "digits", *args), f"built without {controller.upper()}")
     assert asked == [controller] and fake_popen.launches == []
 

@@ -517,12 +517,12 @@ def _build_synthetic() -> click.Command:
     from hvdtrain.recipes import synthetic
 
     def callback(dry_run: bool, **values: Any) -> int:
-        from hvdtrain import cli
         from hvdtrain.launch import build_command, running_as_root
-        from hvdtrain.launch_config import place, to_spec
+        from hvdtrain.launch_config import launch_values, place, to_spec
         from hvdtrain.presets import merge_launch
+        from hvdtrain.start import LAUNCH_ERRORS, launch
 
-        launch_cli = cli.launch_values(values)
+        launch_cli = launch_values(values)
         config = synthetic.SyntheticConfig(**values)
         problem = synthetic.config_problem(config)
         if problem is not None:
@@ -532,12 +532,12 @@ def _build_synthetic() -> click.Command:
             settings = merge_launch(None, launch_cli).value
             spec = to_spec(settings, place(settings), program, allow_run_as_root=running_as_root())
             command = build_command(spec)
-        except cli.LAUNCH_ERRORS as exc:
+        except LAUNCH_ERRORS as exc:
             return fail(str(exc))
         if dry_run:
             click.echo(command.shell_line())
             return 0
-        return cli.launch(spec, command, settings.check_hosts, lambda: synthetic.main(synthetic.config_args(config)))
+        return launch(spec, command, settings.check_hosts, lambda: synthetic.main(synthetic.config_args(config)))
 
     dry_run = click.Option(["--dry-run"], is_flag=True, help="Check everything, print the exact command, exit 0.")
     return click.Command(

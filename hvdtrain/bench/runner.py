@@ -8,18 +8,16 @@ from __future__ import annotations
 import os
 import platform
 import re
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import click
 
+from hvdtrain.job import find_program
+from hvdtrain.job import run_job as run_launcher
 from hvdtrain.launch import LaunchCommand, running_as_root  # noqa: F401 (re-exported for the drivers)
 
 PROGRESS_MARK = "hvdtrain-bench: "  # the per-rank programs prefix their progress lines with this
@@ -96,28 +94,9 @@ def machine_label() -> str:
     return f"{os.cpu_count()}-core {platform.machine()} host, all ranks on one host (loopback / shared memory)"
 
 
-def find_program(program: str) -> str | None:
-    """``program`` on PATH, else beside this Python (an unactivated virtual environment's horovodrun)."""
-    return shutil.which(program) or shutil.which(program, path=str(Path(sys.executable).parent))
-
-
 def say(message: str) -> None:
     """A progress line on stderr."""
     click.echo(message, err=True)
-
-
-def _terminate(process: subprocess.Popen) -> None:
-    """Stop the job's whole process group (the launcher and the ranks it started)."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    except OSError:
-        process.kill()
 
 
 def run_job(
@@ -143,48 +122,23 @@ def run_job(
     with log_path.open("w") as log:
         log.write(command.shell_line() + "\n\n")
         log.flush()
-        process = subprocess.Popen(
-            command.argv,
-            executable=executable,
-            env=full_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-            start_new_session=True,  # its own process group, so a timeout stops every rank
-        )
-        timed_out = threading.Event()
 
-        def expire() -> None:
-            timed_out.set()
-            _terminate(process)
+        def take(raw: bytes) -> None:
+            nonlocal tail
+            line = raw.decode("utf-8", "replace")
+            log.write(line)
+            tail = (tail + [line.rstrip("\n")])[-TAIL_LINES:]
+            at = line.find(PROGRESS_MARK)
+            if at >= 0:
+                progress("  " + _LAUNCHER_TAG.sub("", line[at + len(PROGRESS_MARK) :]).rstrip())
 
-        def stop(signum: int, frame: object) -> None:
-            raise KeyboardInterrupt  # the finally below stops the job's ranks too
-
-        timer = threading.Timer(timeout_s, expire)
-        timer.start()
-        in_main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, stop) if in_main else None
-        try:
-            assert process.stdout is not None
-            for line in process.stdout:
-                log.write(line)
-                tail = (tail + [line.rstrip("\n")])[-TAIL_LINES:]
-                at = line.find(PROGRESS_MARK)
-                if at >= 0:
-                    text = _LAUNCHER_TAG.sub("", line[at + len(PROGRESS_MARK) :]).rstrip()
-                    progress("  " + text)
-            code = process.wait()
-        except BaseException:
-            _terminate(process)
-            raise
-        finally:
-            timer.cancel()
-            if in_main:
-                signal.signal(signal.SIGTERM, previous)
-    if timed_out.is_set():
+        # The job's own session; a timeout or a stop signal stops every process of it (hvdtrain.job).
+        outcome = run_launcher(command.argv, executable, full_env, on_line=take, timeout_s=timeout_s)
+    if outcome.signum is not None:
+        raise KeyboardInterrupt  # stopped by SIGINT, SIGTERM or SIGHUP: the job's processes are gone already
+    if outcome.timed_out:
         raise JobFailed(f"timed out after {timeout_s:.0f} s; full output in {log_path}")
+    code = outcome.exit_code
     if code != 0:
         for line in tail:
             click.echo(f"  | {line}", err=True)
