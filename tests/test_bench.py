@@ -251,22 +251,28 @@ def test_synthetic_unknown_model_is_one_line() -> None:
     assert error_lines(done.stderr)[-1].startswith("hvdtrain: error: unknown --model 'NoSuchNet'")
 
 
-def test_synthetic_recipe_writes_throughput(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sync", ["--gradient-sync", "--no-gradient-sync"])
+def test_synthetic_recipe_writes_throughput(tmp_path: Path, sync: str) -> None:
     out = tmp_path / "synthetic.json"
     options = ["--model", "small-layers", "--depth", "3", "--width", "8", "--image-size", "8", "--batch-size", "4"]
     options += ["--num-classes", "5", "--num-warmup-batches", "1", "--num-batches-per-iter", "2", "--num-iters", "3"]
-    done = run([PYTHON, "-m", "hvdtrain.recipes.synthetic", *options, "--threads", "1", "--json", str(out)])
+    done = run([PYTHON, "-m", "hvdtrain.recipes.synthetic", *options, sync, "--threads", "1", "--json", str(out)])
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Total img/sec on 1 rank(s):" in done.stdout
+    assert ("each rank trains alone" in done.stderr) == (sync == "--no-gradient-sync")
     result = json.loads(out.read_text())
     assert result["size"] == 1 and len(result["img_sec_per_rank_iters"]) == 3
     assert result["img_sec_total"] == pytest.approx(result["img_sec_per_rank"])
 
 
 def test_synthetic_config_args_round_trip() -> None:
-    config = synthetic.SyntheticConfig(model="small-layers", image_size=32, fp16_allreduce=True, threads=2)
+    config = synthetic.SyntheticConfig(
+        model="small-layers", image_size=32, fp16_allreduce=True, gradient_sync=False, threads=2
+    )
     args = synthetic.config_args(config)
-    assert args == ["--model", "small-layers", "--image-size", "32", "--fp16-allreduce", "--threads", "2"]
+    assert args == [
+        *("--model", "small-layers", "--image-size", "32", "--fp16-allreduce", "--no-gradient-sync", "--threads", "2")
+    ]
     parsed = synthetic.command.make_context("synthetic", list(args)).params
     assert synthetic.SyntheticConfig(**parsed) == config
     assert synthetic.config_args(synthetic.SyntheticConfig()) == []
@@ -391,6 +397,13 @@ def test_stacks_checks_each_python_has_its_keras(tmp_path: Path) -> None:
     missing = tmp_path / "nope" / "python"
     with pytest.raises(stacks.StackError, match="does not exist"):
         stacks.check_pythons({mine: missing})
+
+
+def test_stacks_resnet50_alone_is_resnet50_without_gradient_sync(tmp_path: Path) -> None:
+    from hvdtrain.bench import stacks
+
+    synced, alone = stacks.workloads(["resnet50", "resnet50-alone"], tmp_path, epochs=3, batch_size=16, iters=2)
+    assert alone.args == (*synced.args, "--no-gradient-sync") and "--no-gradient-sync" not in synced.args
 
 
 def test_stacks_table_and_report(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -427,12 +427,13 @@ Examples (after make setup and make setup STACK=tf2.15):
 @click.option(
     "--workload",
     "workload_names",
-    type=click.Choice(["mnist", "resnet50"]),
+    type=click.Choice(["mnist", "resnet50", "resnet50-alone"]),
     multiple=True,
-    help="What to train (repeatable) [default: mnist and resnet50].",
+    help="What to train (repeatable) [default: all three]; resnet50-alone: ResNet50 without gradient sync, the "
+    "frameworks' own speed.",
 )
 @click.option("--epochs", type=int, default=3, show_default=True, help="mnist: epochs per run (2..E are timed).")
-@click.option("--iters", type=int, default=5, show_default=True, help="resnet50: timed iterations of 5 batches.")
+@click.option("--iters", type=int, default=5, show_default=True, help="resnet50*: timed iterations of 5 batches.")
 @click.option("--mnist-samples", type=int, default=60000, show_default=True, help="mnist: training images.")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Batch size per rank.")
 @click.option(
@@ -490,7 +491,7 @@ def stacks_command(
         stacks.check_pythons(pythons)
     except stacks.StackError as exc:
         return fail(str(exc))
-    names = list(dict.fromkeys(workload_names)) or ["mnist", "resnet50"]
+    names = list(dict.fromkeys(workload_names)) or ["mnist", "resnet50", "resnet50-alone"]
     common = {"label": label, "command_line": _reproduce(ctx), "timeout_s": timeout, "wait_idle_s": wait_idle}
     document = _guarded(
         lambda: stacks.run(pythons, names, np, runs, epochs, batch_size, iters, mnist_samples, output, **common)  # type: ignore[arg-type]

@@ -6,7 +6,10 @@ tuned defaults, which both back ends apply) and the same arguments. Workloads:
 
 - ``mnist``: the mnist recipe on a random file with MNIST's shapes (60,000 training images, or
   ``--mnist-samples``); samples/s over epochs 2..E (the recipe's own throughput line);
-- ``resnet50``: the synthetic recipe's ResNet50 on random 32x32 images; total img/sec after the warmup.
+- ``resnet50``: the synthetic recipe's ResNet50 on random 32x32 images; total img/sec after the warmup;
+- ``resnet50-alone``: the same with ``--no-gradient-sync``: the same processes and threads, each rank training alone.
+  Its ratio is the frameworks' own (TensorFlow 2.21 + Keras 3 against 2.15 + Keras 2), without any back end: the
+  back end's own cost is how far ``resnet50``'s ratio falls below it.
 
 The result is, per workload, the median of the per-pair ratios keras3 / keras2 of steps/s: 1.0 means the Keras 3
 back end is as fast, 0.95 that it is 5% slower.
@@ -56,6 +59,11 @@ class Workload:
 
 def workloads(names: list[str], data_dir: Path, epochs: int, batch_size: int, iters: int) -> list[Workload]:
     """The workloads named, with their recipe arguments."""
+    resnet50 = (
+        ("-m", "hvdtrain.recipes.synthetic", "--model", "ResNet50", "--image-size", "32")
+        + ("--batch-size", str(batch_size), "--num-iters", str(iters), "--num-batches-per-iter", "5")
+        + ("--num-warmup-batches", "5")
+    )
     table = {
         "mnist": Workload(
             "mnist",
@@ -63,13 +71,8 @@ def workloads(names: list[str], data_dir: Path, epochs: int, batch_size: int, it
             + ("--batch-size", str(batch_size)),
             batch_size,
         ),
-        "resnet50": Workload(
-            "resnet50",
-            ("-m", "hvdtrain.recipes.synthetic", "--model", "ResNet50", "--image-size", "32")
-            + ("--batch-size", str(batch_size), "--num-iters", str(iters), "--num-batches-per-iter", "5")
-            + ("--num-warmup-batches", "5"),
-            batch_size,
-        ),
+        "resnet50": Workload("resnet50", resnet50, batch_size),
+        "resnet50-alone": Workload("resnet50-alone", (*resnet50, "--no-gradient-sync"), batch_size),
     }
     return [table[n] for n in names]
 

@@ -12,7 +12,8 @@ iterations (Horovod's own benchmark convention).
 
 ``--model`` takes any model in ``tf.keras.applications`` (built with ``weights=None``) or ``small-layers``: a small
 convolution then ``--depth`` dense layers of ``--width`` units, i.e. hundreds of small gradient tensors, where
-Horovod's tensor fusion and cycle time matter most.
+Horovod's tensor fusion and cycle time matter most. ``--no-gradient-sync`` leaves Horovod out of the steps (each rank
+trains alone, same processes and threads): what the framework itself does, against which the allreduce's cost shows.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class SyntheticConfig:
     num_batches_per_iter: int = 10
     num_iters: int = 10
     fp16_allreduce: bool = False
+    gradient_sync: bool = True
     threads: int | None = None
     depth: int = 100
     width: int = 64
@@ -165,7 +167,10 @@ def run(config: SyntheticConfig) -> SyntheticResult:
 
     model = build_model(config)
     train_config = TrainConfig(fp16_allreduce=config.fp16_allreduce)
-    optimizer = backend.distributed_optimizer(tf.keras.optimizers.SGD(learning_rate=config.lr), train_config)
+    optimizer = tf.keras.optimizers.SGD(learning_rate=config.lr)
+    if config.gradient_sync:
+        # Horovod: gradients averaged across ranks by the back end's optimizer.
+        optimizer = backend.distributed_optimizer(optimizer, train_config)
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", **backend.compile_options())
     optimizer.build(model.trainable_variables)  # the same optimizer variables on every rank, before any sync
 
@@ -177,7 +182,7 @@ def run(config: SyntheticConfig) -> SyntheticResult:
         threads = tf.config.threading.get_intra_op_parallelism_threads()
         log.info(
             "model %s: %d parameter tensors, %.1f M parameters; image %dx%d, batch %d per rank, %d rank(s), "
-            "%s thread(s) per rank, fp16 allreduce %s",
+            "%s thread(s) per rank, fp16 allreduce %s%s",
             model.name,
             len(model.trainable_weights),
             model.count_params() / 1e6,
@@ -187,6 +192,7 @@ def run(config: SyntheticConfig) -> SyntheticResult:
             world.size,
             threads or "default",
             "on" if config.fp16_allreduce else "off",
+            "" if config.gradient_sync else "; no gradient sync: each rank trains alone",
         )
     # One fit: the first epochs warm up (excluded; the first batch also broadcasts rank 0's initial weights), then
     # num_iters timed epochs of num_batches_per_iter batches. The timer comes first, so each epoch's time ends before
@@ -197,7 +203,10 @@ def run(config: SyntheticConfig) -> SyntheticResult:
         dataset,
         steps_per_epoch=config.num_batches_per_iter,
         epochs=warmup_epochs + config.num_iters,
-        callbacks=[timer, *backend.callbacks(train_config, config.lr, config.num_batches_per_iter)],
+        callbacks=[
+            timer,
+            *(backend.callbacks(train_config, config.lr, config.num_batches_per_iter) if config.gradient_sync else []),
+        ],
         verbose=0,
     )
     result = SyntheticResult(world.size, timer.img_secs)
@@ -269,6 +278,12 @@ def config_args(config: SyntheticConfig) -> list[str]:
 @click.option("--num-batches-per-iter", type=int, default=_DEFAULTS.num_batches_per_iter, show_default=True)
 @click.option("--num-iters", type=int, default=_DEFAULTS.num_iters, show_default=True, help="Timed iterations.")
 @click.option("--fp16-allreduce/--no-fp16-allreduce", default=False, help="Compress gradients to float16.")
+@click.option(
+    "--gradient-sync/--no-gradient-sync",
+    default=True,
+    help="Off: each rank trains alone (no allreduce, no broadcast): the framework's own speed in the same processes, "
+    "a control for benchmarks. [default: on]",
+)
 @click.option("--threads", type=int, default=None, help="TensorFlow threads per rank [default: cores / local ranks].")
 @click.option("--depth", type=int, default=_DEFAULTS.depth, show_default=True, help=f"{SMALL_LAYERS}: dense layers.")
 @click.option("--width", type=int, default=_DEFAULTS.width, show_default=True, help=f"{SMALL_LAYERS}: units per layer.")
