@@ -158,11 +158,12 @@ def _table(where: str, table: str, raw: Any, cls: type[Any] | None = None) -> di
     return result
 
 
-def load_preset(path: str | Path, train_type: type[TrainConfig] = TrainConfig, for_recipe: str | None = None) -> Preset:
+def load_preset(path: str | Path, train_type: type[TrainConfig] | None = None, for_recipe: str | None = None) -> Preset:
     """Read and type-check a preset file; raise PresetError with one line.
 
-    ``[train]`` is checked against ``train_type`` (a recipe's TrainConfig subclass takes its own keys too); with
-    ``for_recipe``, a preset naming another recipe is refused first.
+    ``[train]`` is checked against ``train_type`` (a recipe's TrainConfig subclass takes its own keys too), by default
+    the configuration class of the recipe the preset names; with ``for_recipe``, a preset naming another recipe is
+    refused first.
     """
     path = Path(path)
     try:
@@ -182,6 +183,10 @@ def load_preset(path: str | Path, train_type: type[TrainConfig] = TrainConfig, f
         raise PresetError(f"{path}: recipe: expected a string, got {toml_value(recipe)}")
     if for_recipe is not None and recipe is not None and recipe != for_recipe:
         raise PresetError(f"{path}: recipe = {toml_value(recipe)}, but the command runs {for_recipe!r}")
+    if train_type is None:
+        from hvdtrain.recipes import RECIPES, config_type
+
+        train_type = config_type(recipe) if recipe in RECIPES else TrainConfig
     where = str(path)
     train = _table(where, "train", raw.get("train", {}), train_type)
     return Preset(path, recipe, train, _table(where, "launch", raw.get("launch", {})))

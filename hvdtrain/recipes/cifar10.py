@@ -114,7 +114,8 @@ def read_raw(path: Path) -> DataSplits:
                     raise DataError(f"{path} lacks {', '.join(missing)}: not the CIFAR-10 python tarball ({ARCHIVE})")
                 raw = {n: tar.extractfile(members[n]).read() for n in names}  # type: ignore[union-attr]
         except (tarfile.TarError, OSError, EOFError) as exc:
-            raise DataError(f"cannot read {path}: {exc} (a corrupt or partial download? delete it)") from None
+            reason = str(exc).splitlines()[0].rstrip(":")
+            raise DataError(f"cannot read {path}: {reason} (a corrupt or partial download? delete it)") from None
     train = [read_batch(raw[n], f"{path}:{n}") for n in TRAIN_BATCHES]
     x_test, y_test = read_batch(raw[TEST_BATCH], f"{path}:{TEST_BATCH}")
     return DataSplits(np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]), x_test, y_test)
