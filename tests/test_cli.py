@@ -161,7 +161,7 @@ def test_list_output() -> None:
     width = max(len(n) for n in RECIPES) + 2
     assert result.stdout == "".join(f"{n:<{width}}{first_docstring_line(n)}\n" for n in sorted(RECIPES))
     assert {"digits", "mnist"} <= set(RECIPES)
-    assert result.stdout.startswith("digits  Handwritten digits")
+    assert re.search(r"^digits +Handwritten digits", result.stdout, re.MULTILINE)
 
 
 def test_light_commands_do_not_import_tensorflow() -> None:
@@ -210,7 +210,7 @@ def test_completion_via_environment_variable() -> None:
     ("words", "cword", "expected"),
     [
         ("hvdtrain ru", 1, "plain,run"),
-        ("hvdtrain run ", 2, "plain,digits\nplain,mnist"),
+        ("hvdtrain run ", 2, "\n".join(f"plain,{name}" for name in sorted(RECIPES))),
         ("hvdtrain run digits --fusion", 3, "plain,--fusion-threshold-mb"),
         ("hvdtrain run digits --launcher ", 4, "plain,horovodrun\nplain,mpirun\nplain,none"),
     ],
@@ -544,15 +544,15 @@ def test_show_accepts_recipe_options_only_once_validated() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["run", "resnet"], "unknown recipe 'resnet' (known: digits, mnist"),
-        (["show", "resnet"], "unknown recipe 'resnet' (known: digits, mnist"),
+        (["run", "resnet"], f"unknown recipe 'resnet' (known: {', '.join(sorted(RECIPES))})"),
+        (["show", "resnet"], f"unknown recipe 'resnet' (known: {', '.join(sorted(RECIPES))})"),
         (["run", "synthetic"], "the throughput benchmark is: hvdtrain bench synthetic"),
         (
             ["run", "digits", "--elastic", "--cycle-time-ms", "1", "--fusion-threshold-mb", "32"],
             "with --elastic give --cycle-time-ms or --fusion-threshold-mb, not both",
         ),
-        (["run"], "missing RECIPE (one of: digits, mnist"),
-        (["show"], "missing RECIPE (one of: digits, mnist"),
+        (["run"], f"missing RECIPE (one of: {', '.join(sorted(RECIPES))})"),
+        (["show"], f"missing RECIPE (one of: {', '.join(sorted(RECIPES))})"),
         (["frobnicate"], "No such command 'frobnicate'"),
         (["run", "digits", "--epoch", "2"], "--epoch"),
         (["run", "digits", "--epochs", "two"], "'two' is not a valid integer"),

@@ -50,7 +50,10 @@ def callbacks(
     if config.warmup_epochs > 0:
         stack.append(
             hvd.callbacks.LearningRateWarmupCallback(
-                initial_lr=scaled_lr, warmup_epochs=config.warmup_epochs, steps_per_epoch=steps_per_epoch
+                initial_lr=scaled_lr,
+                warmup_epochs=config.warmup_epochs,
+                steps_per_epoch=steps_per_epoch,
+                momentum_correction=False,  # it sets optimizer.momentum, a float on TF 2.15's optimizers (SGD crashed)
             )
         )
     if config.lr_schedule != "constant":
@@ -58,11 +61,12 @@ def callbacks(
             hvd.callbacks.LearningRateScheduleCallback(
                 initial_lr=scaled_lr,
                 multiplier=lambda epoch: schedule_multiplier(
-                    config.lr_schedule, epoch, config.warmup_epochs, config.epochs
+                    config.lr_schedule, epoch, config.warmup_epochs, config.epochs, config.lr_cycle_epochs
                 ),
                 start_epoch=int(np.ceil(config.warmup_epochs)),
                 staircase=False,
                 steps_per_epoch=steps_per_epoch,
+                momentum_correction=False,  # as above; the Keras 3 back end does no momentum correction either
             )
         )
     return stack
