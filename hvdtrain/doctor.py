@@ -112,11 +112,12 @@ def _scheduler() -> tuple[str, str]:
     cluster = detect_environment()
     if cluster is None:
         return "Scheduler", "none (no Slurm, PBS or LSF job variables)"
+    job = f"{cluster.name} job {cluster.job_id()}"
     try:
         hosts = cluster.hosts()
-        return "Scheduler", f"{cluster.name}: {cluster.world_size()} slot(s) on {format_hosts_arg(hosts)}"
+        return "Scheduler", f"{job}: {cluster.world_size()} slot(s) on {format_hosts_arg(hosts)}"
     except (SchedulerError, ValueError) as exc:
-        return "Scheduler", f"{cluster.name}: malformed allocation: {exc}"
+        return "Scheduler", f"{job}: malformed allocation: {exc}"
 
 
 def report() -> tuple[list[str], bool]:

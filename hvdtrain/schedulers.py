@@ -58,12 +58,17 @@ class ClusterEnvironment(ABC):
     """A scheduler allocation seen through the job's environment variables."""
 
     name: ClassVar[str]
+    job_id_variable: ClassVar[str]  # the variable holding the scheduler's job id
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         self.env: Mapping[str, str] = os.environ if env is None else env
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+    def job_id(self) -> str:
+        """The scheduler's id of this job (e.g. Slurm's ``SLURM_JOB_ID``), as the scheduler's commands take it."""
+        return self.env.get(self.job_id_variable, "").strip()
 
     @staticmethod
     @abstractmethod
@@ -83,6 +88,7 @@ class SlurmEnvironment(ClusterEnvironment):
     """Slurm: ``SLURM_JOB_NODELIST`` plus ``SLURM_TASKS_PER_NODE`` / ``SLURM_NTASKS``."""
 
     name: ClassVar[str] = "slurm"
+    job_id_variable: ClassVar[str] = "SLURM_JOB_ID"
 
     @staticmethod
     def detect(env: Mapping[str, str]) -> bool:
@@ -166,6 +172,7 @@ class PBSEnvironment(ClusterEnvironment):
     """PBS / Torque: ``PBS_NODEFILE`` lists one host per line, one line per slot."""
 
     name: ClassVar[str] = "pbs"
+    job_id_variable: ClassVar[str] = "PBS_JOBID"
 
     @staticmethod
     def detect(env: Mapping[str, str]) -> bool:
@@ -201,6 +208,7 @@ class LSFEnvironment(ClusterEnvironment):
     """IBM LSF: ``LSB_MCPU_HOSTS`` is ``"hostA 4 hostB 4"``, used as is."""
 
     name: ClassVar[str] = "lsf"
+    job_id_variable: ClassVar[str] = "LSB_JOBID"
 
     @staticmethod
     def detect(env: Mapping[str, str]) -> bool:

@@ -3,12 +3,13 @@
     mpirun -np 2 python tests/workers/sync_worker.py OUT_DIR [digits recipe options]
 
 Writes OUT_DIR/rank-<rank>.npz: initial weights (before Horovod's broadcast), final weights, the learning rate the
-optimizer holds at the end, the scaled LR the run computed, the world size and the test accuracy.
+optimizer holds at the end, the scaled LR the run computed, the world size, the test accuracy and the host name.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -76,6 +77,7 @@ def main() -> int:
             size=result.world.size,
             accuracy=result.test_metrics["accuracy"],
             epochs_run=len(result.history.get("loss", [])),
+            host=socket.gethostname(),
         )
         return 0
 
