@@ -330,6 +330,7 @@ def run_one(
         reader = WindowReader(cluster)
         stats = run_job(command, log_path, timeout_s, progress=reader, env=cluster.env())
         row = make_row(name, contender, workload, cluster, place, reader, stats)
+    row["command"] = command.shell_line()
     row["log"] = str(log_path)
     return row
 
@@ -430,13 +431,13 @@ def _median_or_none(values: Sequence[float | None]) -> float | None:
     return statistics.median(known) if known else None
 
 
-def _ps_bytes(row: Mapping[str, Any]) -> float | None:
-    """Bytes the parameter servers sent and received together per worker step (None without servers)."""
+def _ps_bytes(row: Mapping[str, Any]) -> tuple[float, float] | None:
+    """Bytes all parameter servers together sent and received per step (None without servers)."""
     servers = row["roles"]["ps"]
     if not servers:
         return None
     per_step = row["bytes_per_step"]
-    return sum(per_step[s]["sent"] + per_step[s]["received"] for s in servers) / row["hosts"]
+    return sum(per_step[s]["sent"] for s in servers), sum(per_step[s]["received"] for s in servers)
 
 
 def _fmt(value: float | None, spec: str, scale: float = 1.0) -> str:
@@ -456,7 +457,7 @@ def tables(rows: Sequence[Mapping[str, Any]], markdown: bool = False) -> str:
         "worker sent/recv MB per step",
         "ring theory MB",
         "measured/theory",
-        "ps MB per worker step",
+        "ps sent/recv MB per step",
     )
     parts = []
     for rate, model in dict.fromkeys((s["rate_mbit"], s["model"]) for s in summary):
@@ -477,7 +478,7 @@ def tables(rows: Sequence[Mapping[str, Any]], markdown: bool = False) -> str:
                     traffic,
                     _fmt(s["ring_theory_per_step"], ".2f", MB),
                     _fmt(s["bytes_vs_theory"], ".3f"),
-                    _fmt(s["ps_per_step"], ".2f", MB),
+                    "-" if s["ps_per_step"] is None else "{:.2f} / {:.2f}".format(*(b / MB for b in s["ps_per_step"])),
                 ]
             )
         title = f"{model}, {where}"

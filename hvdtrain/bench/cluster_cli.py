@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -36,6 +38,10 @@ def _rates(text: str) -> list[float | None]:
     if not rates:
         raise click.BadParameter("give at least one rate", param_hint="--rate-mbit")
     return rates
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _reproduce(ctx: click.Context) -> str:
@@ -125,11 +131,17 @@ def cluster_command(
     problem = netns.cannot_build()
     if problem is not None:
         return fail(f"bench cluster: {problem}")
+    # SIGTERM (a scheduler's or a user's kill) unwinds like Ctrl-C, so the cluster is removed on the way out.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None
     try:
         document = cluster.run(names, workload, hosts, rates, repeats, output, label, _reproduce(ctx), timeout)
     except (JobFailed, netns.ClusterError) as exc:
         click.echo(f"hvdtrain: error: {exc}", err=True)
         return 1
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
     click.echo(f"{workload.model}, {hosts} hosts - {document['label']}\n")
     click.echo(cluster.tables(document["rows"]))
     click.echo(f"\nwrote {output / 'cluster.json'}, {output / 'cluster.csv'}, {output / 'cluster.png'}")

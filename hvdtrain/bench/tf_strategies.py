@@ -151,14 +151,17 @@ def run_ps(config: SyntheticConfig) -> None:
     for _ in range(warmup):
         coordinator.schedule(train_step, args=(iterator,))
     coordinator.join()
-    steps = config.num_iters * config.num_batches_per_iter * workers  # the same samples as the synchronous runs
+    # The same samples as a synchronous run: a "step" is one batch per worker (the global batch), here scheduled as
+    # `workers` independent worker steps that run as the workers are free.
+    steps = config.num_iters * config.num_batches_per_iter
     window = Window()
     window.start()
-    for _ in range(steps):
+    for _ in range(steps * workers):
         coordinator.schedule(train_step, args=(iterator,))
     coordinator.join()
-    window.end(steps, steps * config.batch_size)
-    print(f"Total img/sec on {workers} worker(s): {steps * config.batch_size / (window.seconds or 1):.1f}", flush=True)
+    samples = steps * workers * config.batch_size
+    window.end(steps, samples)
+    print(f"Total img/sec on {workers} worker(s): {samples / (window.seconds or 1):.1f}", flush=True)
 
 
 @click.command(
