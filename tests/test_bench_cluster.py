@@ -2,7 +2,7 @@
 ring's theory, a short run of every contender kind, and the clean-up when the run is stopped.
 
 The runs train a tiny model (4 dense layers of 512: 4.3 MB of fp32 gradients) for 10 timed steps on 2 or 3 namespace
-hosts; they need root (skipped otherwise). Measured on the shared 2-core machine: see NOTES / the PR for timings.
+hosts; they need root (skipped otherwise). A timed step is 4 samples per host; 20 timed steps.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import pytest
 from conftest import ROOT_ENV
 
 from hvdtrain import netns
+from hvdtrain.backends import installed_keras_major
 from hvdtrain.bench import cluster, window
 from hvdtrain.bench.cli import bench
 from hvdtrain.options import run_cli
@@ -30,7 +31,7 @@ needs_root = pytest.mark.skipif(REASON is not None, reason=str(REASON))
 HVDTRAIN = str(Path(sys.executable).with_name("hvdtrain"))
 TINY = [
     "--model", "small-layers", "--depth", "4", "--width", "512", "--image-size", "8", "--batch-size", "4",
-    "--num-warmup-batches", "2", "--num-batches-per-iter", "5", "--num-iters", "2",
+    "--num-warmup-batches", "2", "--num-batches-per-iter", "4", "--num-iters", "5",
 ]  # fmt: skip
 RUN_TIMEOUT_S = 900
 
@@ -97,7 +98,9 @@ def test_ring_theory() -> None:
     assert cluster.ring_theory(cluster.CONTENDERS["hvd-mpi-fp16"], gradient, 3) == pytest.approx(2_000_000)
     assert cluster.ring_theory(cluster.CONTENDERS["hvd-mpi-bpps2"], gradient, 3) == pytest.approx(2_000_000)
     assert cluster.ring_theory(cluster.CONTENDERS["mwms"], gradient, 2) == pytest.approx(3_000_000)
-    assert cluster.ring_theory(cluster.CONTENDERS["hvd-mpi-hier"], gradient, 4) is None
+    assert cluster.ring_theory(cluster.CONTENDERS["hvd-mpi-hier"], gradient, 3) == pytest.approx(4_000_000)
+    several = replace(cluster.CONTENDERS["hvd-mpi-hier"], hierarchical=False)
+    assert cluster.ring_theory(several, gradient, 3) is None
     assert cluster.ring_theory(cluster.CONTENDERS["ps1"], gradient, 2) is None
 
 
@@ -190,17 +193,22 @@ def test_every_contender_kind_runs(tmp_path: Path) -> None:
     assert 0.97 <= rows["mwms"]["bytes_vs_theory"] <= 1.05  # TensorFlow's ring, same theory
     assert 0.97 <= rows["hvd-mpi-bpps2"]["bytes_vs_theory"] <= 1.05  # one allreduce every 2 batches
     assert rows["hvd-mpi-bpps2"]["ring_theory_per_step"] == pytest.approx(gradient / 2)
+    # 2 ranks per host, hierarchical: the hosts' links carry one ring across 2 hosts, not a ring of 4 ranks.
     hier = rows["hvd-mpi-hier"]
-    assert hier["processes"] == 4 and hier["worker_sent_per_step"] > 0.9 * gradient
+    assert hier["processes"] == 4 and 0.97 <= hier["bytes_vs_theory"] <= 1.05
     ps = rows["ps2"]
     per_step = ps["bytes_per_step"]
-    # Every step each worker pushes its gradients and pulls the variables: about the gradient bytes each way.
-    for host in ps["roles"]["workers"]:
-        assert 0.95 <= per_step[host]["sent"] / gradient <= 1.3, per_step
-        assert 0.95 <= per_step[host]["received"] / gradient <= 1.3, per_step
-    # The two servers share the variables: together they take in what the workers sent.
+    # Each worker batch pushes the gradients and pulls the variables: a step (one batch per worker, whichever
+    # worker runs it, asynchronously) moves the gradient bytes each way per worker, over all workers together.
+    workers = ps["roles"]["workers"]
+    for direction in ("sent", "received"):
+        assert 0.97 <= sum(per_step[h][direction] for h in workers) / (2 * gradient) <= 1.3, per_step
+    # The two servers share the variables (sharded on Keras 2; whole and round-robin on Keras 3, which cannot train
+    # sharded variables): together they take in what the workers sent.
     servers = ps["roles"]["ps"]
-    assert len(servers) == 2 and all(per_step[s]["received"] > 0.2 * gradient for s in servers)
+    assert len(servers) == 2
+    if installed_keras_major() == 2:
+        assert all(per_step[s]["received"] > 0.2 * gradient for s in servers), per_step
     taken = sum(per_step[s]["received"] for s in servers)
     assert taken == pytest.approx(sum(per_step[h]["sent"] for h in ps["roles"]["workers"]), rel=0.05)
 
@@ -208,25 +216,24 @@ def test_every_contender_kind_runs(tmp_path: Path) -> None:
 @needs_root
 @pytest.mark.multiproc
 def test_stopping_a_run_removes_the_cluster_and_its_processes(tmp_path: Path) -> None:
+    import psutil
+
     argv = [HVDTRAIN, "bench", "cluster", "--hosts", "2", "--contender", "mwms", *TINY, "-o", str(tmp_path)]
     proc = subprocess.Popen(argv, env={**os.environ, **ROOT_ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     mine = f"{netns.PREFIX}-{proc.pid}-"
     deadline = time.monotonic() + 120
-    busy: list[str] = []
-    while not busy and time.monotonic() < deadline and proc.poll() is None:
+    running: list[int] = []
+    while len(running) < 2 and time.monotonic() < deadline and proc.poll() is None:  # both workers started
         time.sleep(0.5)
-        busy = [n for n in netns.list_namespaces() if n.startswith(mine) and netns._pids_in(n)]
-    assert busy, "no host of the run ever had a process in it"
+        running = [p for n in netns.list_namespaces() if n.startswith(mine) for p in netns._pids_in(n)]
+    assert len(running) >= 2, "the run's hosts never had its workers in them"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode != 0
+    assert proc.returncode == 130, err[-2000:]
     assert not [n for n in netns.list_namespaces() if n.startswith(mine)]
     assert not list(netns.NETNS_ETC.glob(f"{mine}*"))
-    left = [
-        pid for pid in os.listdir("/proc")
-        if pid.isdigit() and str(tmp_path) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    ]  # fmt: skip
-    assert not left, f"processes of the stopped run still running: {left}; stderr: {err[-2000:]!r}"
+    left = [p for p in running if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not left, f"processes of the stopped run still running: {left}"
 
 
 def test_workload_args_match_the_synthetic_recipe() -> None:

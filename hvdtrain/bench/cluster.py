@@ -15,10 +15,11 @@ Contenders (``CONTENDERS``):
   ``horovodrun --gloo``; at hvdtrain's defaults;
 - ``hvd-mpi-fp16``, ``hvd-gloo-fp16``: with ``--fp16-allreduce``; ``hvd-mpi-nofusion``: tensor fusion off;
   ``hvd-mpi-bpps2``: ``--backward-passes-per-step 2``; ``hvd-mpi-hier``: 2 ranks per host (half the batch each)
-  with hierarchical allreduce;
+  with hierarchical allreduce (the ranks of a host reduce over shared memory, one ring runs across the hosts);
 - ``mwms``: ``tf.distribute.MultiWorkerMirroredStrategy`` (RING), one worker per host, ``TF_CONFIG`` each;
 - ``ps1``, ``ps2``: ``tf.distribute.ParameterServerStrategy`` with 1 or 2 parameter-server hosts, one worker per
-  worker host and a coordinator host (asynchronous: each worker applies its own batch's gradients).
+  worker host and a coordinator host (asynchronous: each worker applies its own batch's gradients; variables are
+  sharded across the servers as TensorFlow's guide does it, ``MinSizePartitioner``).
 
 Pure Python: imports neither TensorFlow nor Horovod (the contenders run in their own processes).
 """
@@ -105,9 +106,9 @@ class Workload:
     num_classes: int = 10
     depth: int = 100
     width: int = 64
-    num_warmup_batches: int = 5
-    num_batches_per_iter: int = 5
-    num_iters: int = 4
+    num_warmup_batches: int = 4
+    num_batches_per_iter: int = 4  # even: --backward-passes-per-step 2 allreduces at whole iterations
+    num_iters: int = 5
     threads: int | None = None  # TensorFlow threads per process [default: cores / training processes]
 
     def args(self, batch_size: int | None = None, threads: int = 1) -> list[str]:
@@ -243,11 +244,15 @@ class WindowReader:
         return {name: self.after[name] - self.before[name] for name in self.after}
 
 
-def ring_theory(contender: Contender, gradient_bytes: float, ranks: int) -> float | None:
-    """Bytes each rank sends (and receives) per batch in a ring allreduce; None where the ring is not the model."""
-    if contender.kind not in ("horovod", "mwms") or contender.ranks_per_host != 1 or ranks < 2:
+def ring_theory(contender: Contender, gradient_bytes: float, hosts: int) -> float | None:
+    """Bytes each host's link carries each way per batch in a ring allreduce across ``hosts`` (hierarchical: the
+    ranks of a host reduce locally first, then one ring runs across the hosts); None where the ring is not the
+    model (parameter servers, several flat ranks per host)."""
+    if contender.kind not in ("horovod", "mwms") or hosts < 2:
         return None
-    return bus_factor(ranks) * gradient_bytes * (0.5 if contender.fp16 else 1.0) / contender.backward_passes
+    if contender.ranks_per_host != 1 and not contender.hierarchical:
+        return None
+    return bus_factor(hosts) * gradient_bytes * (0.5 if contender.fp16 else 1.0) / contender.backward_passes
 
 
 def make_row(
@@ -267,7 +272,7 @@ def make_row(
     names = [h.name for h in cluster.hosts]
     workers = [names[i] for i in place.workers]
     per_step = {n: {"sent": d.sent / steps, "received": d.received / steps} for n, d in deltas.items()}
-    theory = ring_theory(contender, gradient_bytes, place.processes)
+    theory = ring_theory(contender, gradient_bytes, len(place.workers))
     worker_sent = statistics.fmean(per_step[n]["sent"] for n in workers)
     worker_received = statistics.fmean(per_step[n]["received"] for n in workers)
     busiest = max(max(d.sent, d.received) for d in deltas.values())

@@ -76,9 +76,9 @@ Examples (as root):
 @click.option("--num-classes", type=int, default=10, show_default=True)
 @click.option("--depth", type=int, default=100, show_default=True, help="small-layers: dense layers.")
 @click.option("--width", type=int, default=64, show_default=True, help="small-layers: units per layer.")
-@click.option("--num-warmup-batches", type=int, default=5, show_default=True)
-@click.option("--num-batches-per-iter", type=int, default=5, show_default=True)
-@click.option("--num-iters", type=int, default=4, show_default=True, help="Timed iterations.")
+@click.option("--num-warmup-batches", type=int, default=4, show_default=True)
+@click.option("--num-batches-per-iter", type=int, default=4, show_default=True)
+@click.option("--num-iters", type=int, default=5, show_default=True, help="Timed iterations.")
 @click.option("--threads", type=int, default=None, help="TensorFlow threads per process [default: cores / processes].")
 @click.option("--repeats", type=int, default=1, show_default=True, help="Runs of each contender (interleaved).")
 @click.option(

@@ -5,7 +5,9 @@
   with the custom training loop of TensorFlow's guide. Every worker runs this program with its own ``TF_CONFIG``.
 - ``--strategy ps``: ``tf.distribute.ParameterServerStrategy`` (asynchronous): the ``chief`` task is the
   coordinator, which schedules training steps on the workers with a ``ClusterCoordinator`` and a custom loop; the
-  ``worker`` and ``ps`` tasks run a gRPC server until they are stopped.
+  ``worker`` and ``ps`` tasks run a gRPC server until they are stopped. Variables are sharded over the servers
+  (``MinSizePartitioner``) on Keras 2; Keras 3 cannot train sharded variables, so there they are placed whole,
+  round-robin.
 
 Same model, data and batch per worker as ``python -m hvdtrain.recipes.synthetic`` (its options mean the same). The
 chief announces the timed window on stdout (:mod:`hvdtrain.bench.window`).
@@ -24,6 +26,8 @@ from typing import Any
 
 import click
 
+from hvdtrain.backends import installed_keras_major
+from hvdtrain.bench.runner import PROGRESS_MARK
 from hvdtrain.options import fail, run_cli
 from hvdtrain.recipes.synthetic import SyntheticConfig, build_model
 
@@ -119,8 +123,19 @@ def run_ps(config: SyntheticConfig) -> None:
         )
         server.join()
         return
-    strategy = tf.distribute.ParameterServerStrategy(resolver)
     workers = len(resolver.cluster_spec().as_dict().get("worker", []))
+    servers = len(resolver.cluster_spec().as_dict().get("ps", []))
+    # Variables sharded across the servers, as TensorFlow's guide does it: without a partitioner they are placed
+    # whole, round-robin, and with kernels and biases alternating every kernel lands on the same server. Keras 3
+    # cannot train ShardedVariables ("'ShardedVariable' object has no attribute 'handle'"): there they stay whole.
+    partitioner = None
+    if installed_keras_major() == 2:
+        partitioner = tf.distribute.experimental.partitioners.MinSizePartitioner(
+            min_shard_bytes=256 << 10, max_shards=servers
+        )
+    strategy = tf.distribute.ParameterServerStrategy(resolver, variable_partitioner=partitioner)
+    placement = "sharded" if partitioner else "whole, round-robin"
+    print(f"{PROGRESS_MARK}variables {placement} over {servers} parameter server(s)", flush=True)
     with strategy.scope():
         model = build_model(config)
         optimizer = tf.keras.optimizers.SGD(learning_rate=config.lr)
