@@ -21,6 +21,7 @@ import click
 from hvdtrain import tuning
 from hvdtrain.bench import metrics
 from hvdtrain.bench.allreduce import CONTENDERS
+from hvdtrain.bench.cluster_cli import cluster_command
 from hvdtrain.bench.runner import JobFailed, parse_list
 from hvdtrain.bench.scaling import GROUPS
 from hvdtrain.launch import LaunchError
@@ -557,6 +558,7 @@ Examples:
 
 
 bench.add_command(_build_synthetic())
+bench.add_command(cluster_command)
 
 
 @bench.command("report", context_settings=CONTEXT, short_help="A result file as markdown: command and tables.")
@@ -564,7 +566,7 @@ bench.add_command(_build_synthetic())
 def report_command(result: Path) -> int:
     """Print RESULT (an allreduce.json, scaling.json, overhead.json or stacks.json) as GitHub markdown: where and
     when it was measured, the command that reproduces it, then its tables. docs/benchmarks.md is made of these."""
-    from hvdtrain.bench import overhead, report, scaling, stacks
+    from hvdtrain.bench import cluster, overhead, report, scaling, stacks
 
     try:
         document = json.loads(result.read_text())
@@ -580,8 +582,10 @@ def report_command(result: Path) -> int:
             body = overhead.table(document, markdown=True) + "\n\n" + overhead.summary_line(document)
         elif kind == "stacks":
             body = stacks.table(document, markdown=True) + "\n\n" + stacks.summary_line(document)
+        elif kind == "cluster":
+            body = cluster.tables(document["rows"], markdown=True)
         else:
-            return fail(f"{result}: not an allreduce, scaling, overhead or stacks result (no 'benchmark' key)")
+            return fail(f"{result}: not an allreduce, scaling, overhead, stacks or cluster result (no 'benchmark' key)")
     except (KeyError, TypeError, ValueError) as exc:
         return fail(f"{result}: a {kind} result with missing or malformed fields ({type(exc).__name__}: {exc})")
     where = document.get("label") or "unlabelled machine"

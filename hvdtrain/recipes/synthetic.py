@@ -57,6 +57,8 @@ class SyntheticConfig:
     width: int = 64
     lr: float = 0.01
     json_path: Path | None = None
+    backward_passes_per_step: int = 1
+    mark_window: bool = False  # announce the timed window on stdout (hvdtrain.bench.window), for bench cluster
 
 
 @dataclass
@@ -118,19 +120,28 @@ def build_model(config: SyntheticConfig) -> Any:
         raise ModelError(f"--model {config.model} with --image-size {config.image_size}: {reason}") from None
 
 
-class _IterationTimer:
-    """A Keras callback that times each epoch (= one iteration of ``num_batches_per_iter`` batches) after the warmup."""
+class IterationTimer:
+    """A Keras callback that times each epoch (= one iteration of ``num_batches_per_iter`` batches) after the warmup;
+    with ``window_samples`` (samples per batch over all ranks) it also announces the timed window
+    (:mod:`hvdtrain.bench.window`)."""
 
-    def __new__(cls, batches: int, batch_size: int, warmup_epochs: int, verbose: bool) -> Any:
+    def __new__(
+        cls, batches: int, batch_size: int, warmup_epochs: int, verbose: bool, window_samples: int | None = None
+    ) -> Any:
         import tensorflow as tf
+
+        from hvdtrain.bench.window import Window
 
         class Timer(tf.keras.callbacks.Callback):
             def __init__(self) -> None:
                 super().__init__()
                 self.img_secs: list[float] = []
                 self._start = 0.0
+                self._window = Window() if window_samples is not None else None
 
             def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+                if self._window is not None and epoch == warmup_epochs:
+                    self._window.start()
                 self._start = time.perf_counter()
 
             def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
@@ -142,6 +153,9 @@ class _IterationTimer:
                 self.img_secs.append(img_sec)
                 if verbose:
                     print(f"Iter #{epoch - warmup_epochs}: {img_sec:.1f} img/sec per rank", flush=True)
+                if self._window is not None and epoch + 1 == self.params.get("epochs"):
+                    steps = batches * len(self.img_secs)
+                    self._window.end(steps, steps * window_samples)
 
         return Timer()
 
@@ -166,7 +180,9 @@ def run(config: SyntheticConfig) -> SyntheticResult:
     tf.keras.utils.set_random_seed(1234 + world.rank)
 
     model = build_model(config)
-    train_config = TrainConfig(fp16_allreduce=config.fp16_allreduce)
+    train_config = TrainConfig(
+        fp16_allreduce=config.fp16_allreduce, backward_passes_per_step=config.backward_passes_per_step
+    )
     optimizer = tf.keras.optimizers.SGD(learning_rate=config.lr)
     if config.gradient_sync:
         # Horovod: gradients averaged across ranks by the back end's optimizer.
@@ -198,7 +214,18 @@ def run(config: SyntheticConfig) -> SyntheticResult:
     # num_iters timed epochs of num_batches_per_iter batches. The timer comes first, so each epoch's time ends before
     # the Horovod callbacks' end-of-epoch work.
     warmup_epochs = math.ceil(config.num_warmup_batches / config.num_batches_per_iter)
-    timer = _IterationTimer(config.num_batches_per_iter, config.batch_size, warmup_epochs, world.is_root)
+    mark = config.mark_window and world.is_root
+    if mark:
+        from hvdtrain.bench.window import announce_model
+
+        announce_model(sum(int(tf.size(w)) for w in model.trainable_weights), len(model.trainable_weights))
+    timer = IterationTimer(
+        config.num_batches_per_iter,
+        config.batch_size,
+        warmup_epochs,
+        world.is_root,
+        config.batch_size * world.size if mark else None,
+    )
     model.fit(
         dataset,
         steps_per_epoch=config.num_batches_per_iter,
@@ -234,7 +261,8 @@ def option_name(field: str) -> str:
 
 def config_problem(config: SyntheticConfig) -> str | None:
     """The first out-of-range option as one line, or None."""
-    for name in ("batch_size", "image_size", "num_classes", "num_batches_per_iter", "num_iters", "depth", "width"):
+    positive = ("batch_size", "image_size", "num_classes", "num_batches_per_iter", "num_iters", "depth", "width")
+    for name in (*positive, "backward_passes_per_step"):
         if getattr(config, name) < 1:
             return f"{option_name(name)} must be >= 1, got {getattr(config, name)}"
     if config.num_warmup_batches < 0:
@@ -287,6 +315,14 @@ def config_args(config: SyntheticConfig) -> list[str]:
 @click.option("--threads", type=int, default=None, help="TensorFlow threads per rank [default: cores / local ranks].")
 @click.option("--depth", type=int, default=_DEFAULTS.depth, show_default=True, help=f"{SMALL_LAYERS}: dense layers.")
 @click.option("--width", type=int, default=_DEFAULTS.width, show_default=True, help=f"{SMALL_LAYERS}: units per layer.")
+@click.option(
+    "--backward-passes-per-step",
+    type=int,
+    default=_DEFAULTS.backward_passes_per_step,
+    show_default=True,
+    help="Gradient accumulation: local batches per allreduce.",
+)
+@click.option("--mark-window/--no-mark-window", default=False, hidden=True, help="Announce the timed window.")
 @click.option(
     "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Rank 0 writes results here."
 )
