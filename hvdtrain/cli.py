@@ -25,7 +25,7 @@ import click
 from click.shell_completion import get_completion_class
 
 from hvdtrain import __version__
-from hvdtrain.config import ConfigError, TrainConfig
+from hvdtrain.config import ConfigError, TrainConfig, recipe_fields
 from hvdtrain.doctor import controller_problem, report
 from hvdtrain.hosts import HostfileError, check_hostfile, format_hostfile, parse_hostfile, total_slots
 from hvdtrain.job import run_job
@@ -49,14 +49,22 @@ from hvdtrain.options import (
     train_config_options,
 )
 from hvdtrain.presets import Layered, Preset, PresetError, check_recipe, dump, load_preset, merge_launch, merge_train
-from hvdtrain.recipes import RECIPES, RecipeError, load_recipe, module_name, recipe_defaults, recipe_names, summary
+from hvdtrain.recipes import (
+    RECIPES,
+    RecipeError,
+    config_type,
+    load_recipe,
+    module_name,
+    recipe_defaults,
+    recipe_names,
+    summary,
+)
 from hvdtrain.schedulers import SchedulerError, detect_environment
 
 PROG = "hvdtrain"
 COMPLETE_VAR = "_HVDTRAIN_COMPLETE"
 SHELLS = ("bash", "zsh", "fish")
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-_TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 _LAUNCH_FIELDS = tuple(f.name for f in dataclasses.fields(LaunchConfig))
 LAUNCH_ERRORS = (ConfigError, LaunchError, PresetError)  # what merging, placing and building a launch can raise
 _ERRORS = (*LAUNCH_ERRORS, RecipeError)
@@ -144,6 +152,7 @@ def _recipe_command(
         help="Preset TOML file (e.g. recipes/digits-quick.toml): recipe defaults < FILE < command line.",
     )
     train, launch = train_config_options(recipe_defaults(name)), launch_options()
+    own = {f.name for f in recipe_fields(config_type(name))}
     return SectionedCommand(
         name=name,
         params=[config_option, *train, *launch, *extra],
@@ -152,7 +161,8 @@ def _recipe_command(
         short_help=summary(name),
         sections=[
             ("Preset", ["config"]),
-            ("Training options (passed to every rank)", [p.name or "" for p in train]),
+            (f"{name} options (passed to every rank)", [p.name or "" for p in train if p.name in own]),
+            ("Training options (passed to every rank)", [p.name or "" for p in train if p.name not in own]),
             ("Launch options", [p.name or "" for p in launch]),
         ],
     )
@@ -183,11 +193,11 @@ class Plan:
 
 def _merge(name: str, config_path: Path | None, values: dict[str, Any]) -> Merged:
     """Layer the recipe defaults, the preset and the command-line ``values``; raise a one-line error."""
-    train_cli = {k: values.pop(k) for k in _TRAIN_FIELDS}
+    train_cli = {f.name: values.pop(f.name) for f in dataclasses.fields(config_type(name))}
     launch_cli = launch_values(values)
     if values:
         raise AssertionError(f"unhandled options: {sorted(values)}")
-    preset = load_preset(config_path) if config_path is not None else None
+    preset = load_preset(config_path, config_type(name), name) if config_path is not None else None
     if preset is not None:
         check_recipe(preset, name)
     train = merge_train(recipe_defaults(name), preset, train_cli)
@@ -474,6 +484,41 @@ cli.add_command(
         context_settings=CONTEXT,
     )
 )
+
+
+@cli.group("data", short_help="Prepare a recipe's data as TFRecord shards to stream.")
+def data_group() -> int:
+    """A recipe's data: `hvdtrain data prepare RECIPE --data-dir D` writes TFRecord shards once."""
+    return 0
+
+
+@data_group.command("prepare")
+@click.argument("name", metavar="RECIPE", type=click.Choice(recipe_names()))
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Where the raw data is."
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the shards go [default: DATA_DIR/tfrecords, where the recipe looks for them].",
+)
+@click.option("--shards", type=click.IntRange(1, 100_000), default=16, show_default=True, help="Files per split.")
+@click.option("--force", is_flag=True, help="Replace shards prepared from another source.")
+def data_prepare(name: str, data_dir: Path, output: Path | None, shards: int, force: bool) -> int:
+    """Turn RECIPE's raw download in DATA_DIR into TFRecord shards plus manifest.json (counts, source checksum).
+
+    Run once, on one machine; training with --data-dir DATA_DIR then streams the shards. Nothing is rewritten when
+    the shards for the same source are already there.
+    """
+    from hvdtrain.data import DataError
+    from hvdtrain.records import prepare_recipe
+
+    try:
+        prepare_recipe(name, data_dir, output, shards, force, lambda line: click.echo(f"hvdtrain: {line}", err=True))
+    except (DataError, ConfigError, RecipeError) as exc:
+        return fail(str(exc))
+    return 0
 
 
 @cli.command("check", short_help="Report Python, TensorFlow, Horovod build, MPI, GPUs, scheduler.")

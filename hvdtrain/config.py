@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 LrScaling = Literal["linear", "sqrt", "none"]
 ReduceOp = Literal["average", "sum", "adasum"]
-LrSchedule = Literal["constant", "cosine"]
+LrSchedule = Literal["constant", "step", "cosine", "sgdr"]
 ResumeMode = Literal["auto", "require", "never"]
 
 
@@ -31,6 +31,18 @@ MAX_SEED = (1 << 31) - 1  # NumPy takes seeds below 2**32, and each rank adds it
 
 def _opt(help_text: str, **extra: Any) -> dict[str, Any]:
     return {"help": help_text, **extra}
+
+
+def recipe_option(help_text: str, **extra: Any) -> dict[str, Any]:
+    """Field metadata of a recipe's own option (a field of a ``TrainConfig`` subclass): its help, and ``min``,
+    ``min_open``, ``max`` checked like the shared options'. ``field(default=20, metadata=recipe_option("..."))``."""
+    return _opt(help_text, **extra)
+
+
+def recipe_fields(config_type: type[TrainConfig]) -> list[dataclasses.Field[Any]]:
+    """The fields a ``TrainConfig`` subclass adds (the recipe's own options), in order."""
+    shared = {f.name for f in dataclasses.fields(TrainConfig)}
+    return [f for f in dataclasses.fields(config_type) if f.name not in shared]
 
 
 def range_problem(meta: Mapping[str, Any], value: Any) -> str | None:
@@ -74,7 +86,16 @@ class TrainConfig:
     warmup_epochs: float = field(
         default=0.0, metadata=_opt("Epochs of linear LR warmup from lr/size up to the scaled LR.", min=0.0)
     )
-    lr_schedule: LrSchedule = field(default="constant", metadata=_opt("LR schedule after warmup."))
+    lr_schedule: LrSchedule = field(
+        default="constant",
+        metadata=_opt(
+            "LR schedule after warmup: step (x0.1 at 50% and 75% of the epochs), cosine (to 0), sgdr (cosine with "
+            "warm restarts, cycles of --lr-cycle-epochs doubling)."
+        ),
+    )
+    lr_cycle_epochs: float = field(
+        default=10.0, metadata=_opt("sgdr: epochs of the first cosine cycle (each next one twice as long).", min_open=0)
+    )
     fp16_allreduce: bool = field(default=False, metadata=_opt("Compress gradients to float16 for the allreduce."))
     reduce_op: ReduceOp = field(default="average", metadata=_opt("How gradients are combined across ranks."))
     backward_passes_per_step: int = field(

@@ -41,10 +41,11 @@ def _click_type(annotation: Any) -> tuple[Any, bool]:
 
 
 def train_config_options(defaults: TrainConfig) -> list[click.Option]:
-    """One click option per TrainConfig field; each defaults to None so only what the user typed overrides."""
-    hints = typing.get_type_hints(TrainConfig)
+    """One click option per field of ``defaults``'s class (TrainConfig or a recipe's subclass); each defaults to None
+    so only what the user typed overrides."""
+    hints = typing.get_type_hints(type(defaults))
     options = []
-    for f in dataclasses.fields(TrainConfig):
+    for f in dataclasses.fields(defaults):
         kind, is_flag = _click_type(hints[f.name])
         flag = option_name(f.name)
         default = getattr(defaults, f.name)
@@ -62,7 +63,7 @@ def config_to_args(config: TrainConfig, defaults: TrainConfig) -> list[str]:
     The inverse of :func:`train_config_options`: parsing the result over ``defaults`` gives back ``config``.
     """
     args: list[str] = []
-    for f in dataclasses.fields(TrainConfig):
+    for f in dataclasses.fields(defaults):
         value, default = getattr(config, f.name), getattr(defaults, f.name)
         if value == default:
             continue

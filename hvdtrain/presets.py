@@ -129,11 +129,11 @@ def _check_range(meta: Mapping[str, Any], value: Any) -> None:
         raise ValueError(problem)
 
 
-def _table(where: str, table: str, raw: Any) -> dict[str, Any]:
-    """Check one ``[train]``/``[launch]`` table against its dataclass."""
+def _table(where: str, table: str, raw: Any, cls: type[Any] | None = None) -> dict[str, Any]:
+    """Check one ``[train]``/``[launch]`` table against its dataclass (``cls``: a recipe's TrainConfig subclass)."""
     if not isinstance(raw, dict):
         raise PresetError(f"{where}: '{table}' must be a table ([{table}]), got {toml_value(raw)}")
-    cls = TABLES[table]
+    cls = cls or TABLES[table]
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     result: dict[str, Any] = {}
@@ -158,8 +158,12 @@ def _table(where: str, table: str, raw: Any) -> dict[str, Any]:
     return result
 
 
-def load_preset(path: str | Path) -> Preset:
-    """Read and type-check a preset file; raise PresetError with one line."""
+def load_preset(path: str | Path, train_type: type[TrainConfig] = TrainConfig, for_recipe: str | None = None) -> Preset:
+    """Read and type-check a preset file; raise PresetError with one line.
+
+    ``[train]`` is checked against ``train_type`` (a recipe's TrainConfig subclass takes its own keys too); with
+    ``for_recipe``, a preset naming another recipe is refused first.
+    """
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -176,9 +180,11 @@ def load_preset(path: str | Path) -> Preset:
     recipe = raw.get("recipe")
     if recipe is not None and not isinstance(recipe, str):
         raise PresetError(f"{path}: recipe: expected a string, got {toml_value(recipe)}")
+    if for_recipe is not None and recipe is not None and recipe != for_recipe:
+        raise PresetError(f"{path}: recipe = {toml_value(recipe)}, but the command runs {for_recipe!r}")
     where = str(path)
-    train, launch = _table(where, "train", raw.get("train", {})), _table(where, "launch", raw.get("launch", {}))
-    return Preset(path, recipe, train, launch)
+    train = _table(where, "train", raw.get("train", {}), train_type)
+    return Preset(path, recipe, train, _table(where, "launch", raw.get("launch", {})))
 
 
 def check_recipe(preset: Preset, name: str) -> None:

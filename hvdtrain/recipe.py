@@ -3,6 +3,21 @@
 recipe = Recipe(name="digits", description="...", build_model=build_model, load_data=load_data,
                 defaults=TrainConfig(epochs=30, batch_size=32, lr=1e-3))
 recipe.main()   # python -m hvdtrain.recipes.digits [options], alone, under horovodrun or under mpirun
+
+How a recipe plugs in:
+
+- data: ``load_data(config, world)`` returns a :class:`hvdtrain.sources.Data` (train and test sources, per-example
+  ``preprocess``/``augment``), or plain in-memory ``DataSplits``; see :mod:`hvdtrain.sources`. A recipe whose raw
+  data can be written as TFRecord shards also gives ``raw_data(data_dir) -> RawData`` (``hvdtrain data prepare``,
+  :mod:`hvdtrain.records`), and its ``load_data`` streams them when they are there.
+- options: ``defaults`` may be an instance of a ``TrainConfig`` subclass with the recipe's own fields (model depth,
+  sequence length, ...), defined in a module that does not import TensorFlow and registered in
+  ``hvdtrain.recipes.CONFIGS``; they become ``hvdtrain run RECIPE`` options, preset ``[train]`` keys and ``hvdtrain
+  show`` lines like the shared ones, and ``build_model(config)`` reads them.
+- metrics: Keras metric names or zero-argument factories of Keras metric objects. The test result is exact over the
+  whole test set: each rank evaluates its shard once, the metrics' state variables (totals, counts, confusion
+  counts) are summed over ranks, and each metric's result is computed from the sums; so any metric whose state is
+  additive is exact, mean or not (a metric keeping a max or min is not). ``evaluate`` replaces that whole step.
 """
 
 from __future__ import annotations
@@ -10,6 +25,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,9 +34,10 @@ import tensorflow as tf
 from hvdtrain import backends, checkpoint
 from hvdtrain import callbacks as hvd_callbacks
 from hvdtrain.config import ConfigError, TrainConfig
-from hvdtrain.data import DataError, DataSplits, shard, steps_per_epoch
+from hvdtrain.data import DataError, DataSplits, steps_per_epoch
 from hvdtrain.log import log_defaults_applied, setup_logging
 from hvdtrain.lr import scale_lr
+from hvdtrain.sources import Data, as_data, epoch_order, eval_dataset, train_dataset  # noqa: F401 - epoch_order
 from hvdtrain.world import World, is_elastic
 from hvdtrain.world_check import check_world_size
 
@@ -37,11 +54,21 @@ class Recipe:
     name: str
     description: str
     build_model: Callable[[TrainConfig], tf.keras.Model]
-    load_data: Callable[[TrainConfig, World], DataSplits]
+    load_data: Callable[[TrainConfig, World], Data | DataSplits]
     defaults: TrainConfig = field(default_factory=TrainConfig)
     build_optimizer: Callable[[float], tf.keras.optimizers.Optimizer] = adam
-    loss: str = "sparse_categorical_crossentropy"
-    metrics: tuple[str, ...] = ("accuracy",)
+    loss: Any = "sparse_categorical_crossentropy"
+    metrics: tuple[str | Callable[[], Any], ...] = ("accuracy",)
+    # hvdtrain data prepare: the raw download as numpy chunks (hvdtrain.records.RawData), read from --data-dir.
+    raw_data: Callable[[Path], Any] | None = None
+    # Replaces the exact evaluation of the compiled metrics (see the module docstring); runs on every rank.
+    evaluate: Callable[[tf.keras.Model, Data, TrainConfig, World], dict[str, float]] | None = None
+    # Evaluate on this rank's test shard after each epoch (averaged over ranks: a progress figure, not exact).
+    validate_each_epoch: bool = True
+
+    def compile_metrics(self) -> list[Any]:
+        """Fresh metric objects (or names) for ``model.compile``."""
+        return [m if isinstance(m, str) else m() for m in self.metrics]
 
     def main(self, argv: Sequence[str] | None = None) -> None:
         """Parse the command line, train, print the test result on rank 0; exit 2 on bad input."""
@@ -81,43 +108,6 @@ def fetch_on_rank0(world: World, path_exists: Callable[[], bool], fetch: Callabl
         raise DataError(error)
 
 
-def epoch_order(n: int, samples: int, seed: int, rank: int, epoch: int) -> np.ndarray:
-    """Indices of one rank's shard for one epoch: a permutation fixed by (seed, rank, epoch), repeated to ``samples``.
-
-    Fixing the order per epoch makes a resumed run see exactly the batches the uninterrupted run would have seen.
-    """
-    return np.resize(np.random.default_rng([seed, rank, epoch]).permutation(n), samples)
-
-
-def _train_dataset(
-    x: np.ndarray, y: np.ndarray, config: TrainConfig, steps: int, rank: int, first_epoch: int
-) -> tf.data.Dataset:
-    """Batches of this rank's shard for epochs ``first_epoch``..end; each epoch's order is made when that epoch
-    starts, so memory does not grow with the number of epochs."""
-    samples = steps * config.batch_size
-
-    def order_of(epoch: np.int64) -> np.ndarray:
-        return epoch_order(len(x), samples, config.seed, rank, int(epoch)).astype(np.int64)
-
-    def epoch_indices(epoch: tf.Tensor) -> tf.data.Dataset:
-        order = tf.numpy_function(order_of, [epoch], tf.int64, stateful=False)
-        return tf.data.Dataset.from_tensor_slices(tf.ensure_shape(order, [samples]))
-
-    x_all, y_all = tf.constant(x), tf.constant(y)
-    return (
-        tf.data.Dataset.range(first_epoch, config.epochs)
-        .flat_map(epoch_indices)
-        .batch(config.batch_size)
-        .map(lambda i: (tf.gather(x_all, i), tf.gather(y_all, i)), num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-
-
-def _eval_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, repeat: bool) -> tf.data.Dataset:
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    return (ds.repeat() if repeat else ds).batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
 def _training_callbacks(
     recipe: Recipe,
     config: TrainConfig,
@@ -128,7 +118,11 @@ def _training_callbacks(
     resumed: bool,
 ) -> list[tf.keras.callbacks.Callback]:
     stack = backends.current().callbacks(config, scaled_lr, steps, broadcast=not is_elastic())
-    stack += [hvd_callbacks.StopOnNonFiniteLoss(), meter]
+    stack += [
+        hvd_callbacks.StopOnNonFiniteLoss(),
+        AverageNonTrainable(),  # Horovod: batch-norm statistics the same on every rank before checkpoints
+        meter,
+    ]
     if not world.is_root:
         return stack
     if config.checkpoint_dir is not None:
@@ -208,14 +202,52 @@ def _progress_verbosity(world: World) -> int:
     return 1 if world.size == 1 and sys.stdout.isatty() else 2
 
 
-def evaluate(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int, world: World) -> dict[str, float]:
-    """Exact metrics over the whole test set: each rank evaluates its shard, sums are allreduced by sample count."""
-    x_shard, y_shard = shard(x, world.rank, world.size), shard(y, world.rank, world.size)
-    local = model.evaluate(_eval_dataset(x_shard, y_shard, batch_size, repeat=False), verbose=0, return_dict=True)
-    names = sorted(local)
-    weighted = np.array([local[n] * len(x_shard) for n in names] + [len(x_shard)], dtype=np.float64)
-    total = backends.current().global_sum(weighted, name="hvdtrain.evaluate")
-    return {n: float(v / total[-1]) for n, v in zip(names, total[:-1], strict=True)}
+class AverageNonTrainable(tf.keras.callbacks.Callback):
+    """At each epoch end, average the model's non-trainable float weights (batch-norm moving statistics) over
+    ranks: each rank updates them from its own batches only, and the model must be the same on every rank."""
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        average_non_trainable(self.model)
+
+
+def average_non_trainable(model: tf.keras.Model) -> None:
+    """Replace each non-trainable float weight of ``model`` by its mean over ranks (one allreduce for all)."""
+    weights = [w for w in model.non_trainable_weights if "float" in str(w.dtype)]
+    if not weights:
+        return
+    values = [np.asarray(w.numpy(), dtype=np.float64) for w in weights]
+    size = backends.current().world().size
+    # Horovod: one allreduce of all the statistics
+    total = backends.current().global_sum(np.concatenate([v.ravel() for v in values]), name="hvdtrain.non_trainable")
+    offset = 0
+    for weight, value in zip(weights, values, strict=True):
+        weight.assign((total[offset : offset + value.size] / size).reshape(value.shape))
+        offset += value.size
+
+
+def _metric_variables(model: tf.keras.Model) -> list[Any]:
+    variables: list[Any] = []
+    for metric in model.metrics:
+        variables += [v for v in metric.variables if not any(v is seen for seen in variables)]
+    return variables
+
+
+def evaluate(model: tf.keras.Model, data: Data, batch_size: int, world: World) -> dict[str, float]:
+    """Exact metrics over the whole test set, the same on every rank: each rank evaluates its shard once, the
+    metrics' state variables are summed over ranks, and each result is computed from the sums."""
+    model.evaluate(eval_dataset(data, batch_size, world.rank, world.size), verbose=0)
+    variables = _metric_variables(model)
+    local = [np.asarray(v.numpy(), dtype=np.float64) for v in variables]
+    flat = np.concatenate([v.ravel() for v in local]) if local else np.zeros(0)
+    # Horovod: one allreduce of every metric's state (totals, counts)
+    total = backends.current().global_sum(flat, name="hvdtrain.evaluate")
+    offset = 0
+    for variable, value in zip(variables, local, strict=True):
+        dtype = tf.as_dtype(variable.dtype).as_numpy_dtype
+        variable.assign(total[offset : offset + value.size].reshape(value.shape).astype(dtype))
+        offset += value.size
+    results = model.get_metrics_result()
+    return {name: float(value) for name, value in results.items() if np.ndim(value) == 0}
 
 
 def train(recipe: Recipe, config: TrainConfig, comm: Any = None) -> TrainResult:
@@ -234,14 +266,19 @@ def train(recipe: Recipe, config: TrainConfig, comm: Any = None) -> TrainResult:
         check_world_size(world.size)
     tf.keras.utils.set_random_seed(config.seed + world.rank)
 
-    data = recipe.load_data(config, world)
+    data = as_data(recipe.load_data(config, world))
     log.info(
-        "recipe %s: %d ranks, %d train / %d test samples", recipe.name, world.size, len(data.x_train), len(data.x_test)
+        "recipe %s: %d ranks, %d train / %d test samples (%s)",
+        recipe.name,
+        world.size,
+        data.train.num_examples,
+        data.test.num_examples,
+        type(data.train).__name__,
     )
     model = recipe.build_model(config)
     scaled_lr = scale_lr(config.lr, world.size, config.lr_scaling)
     optimizer = backend.distributed_optimizer(recipe.build_optimizer(scaled_lr), config)
-    model.compile(optimizer=optimizer, loss=recipe.loss, metrics=list(recipe.metrics), **backend.compile_options())
+    model.compile(optimizer=optimizer, loss=recipe.loss, metrics=recipe.compile_metrics(), **backend.compile_options())
     optimizer.build(model.trainable_variables)  # the same optimizer variables on every rank, before any sync
 
     state = find_resume_point(recipe, config, world)
@@ -265,7 +302,8 @@ def train(recipe: Recipe, config: TrainConfig, comm: Any = None) -> TrainResult:
     def fit_from(epoch: int, extra_callbacks: list[tf.keras.callbacks.Callback]) -> dict[str, list[float]]:
         """Run epochs ``epoch``..end on the world as it is now (elastic runs call this again after a reset)."""
         world = backend.world()
-        steps = steps_per_epoch(len(data.x_train), config.batch_size, world.size)
+        steps_per_epoch(data.train.num_examples, config.batch_size, world.size)  # warns about oversized batches
+        steps = data.train.steps(config.batch_size, world.size)
         lr = scale_lr(config.lr, world.size, config.lr_scaling)
         model.optimizer.learning_rate.assign(lr)
         log.info(
@@ -278,17 +316,17 @@ def train(recipe: Recipe, config: TrainConfig, comm: Any = None) -> TrainResult:
         log.info("learning rate %g = base %g scaled %s for %d ranks", lr, config.lr, config.lr_scaling, world.size)
         if epoch >= config.epochs:
             return {}
-        x_train, y_train = shard(data.x_train, world.rank, world.size), shard(data.y_train, world.rank, world.size)
-        x_val, y_val = shard(data.x_test, world.rank, world.size), shard(data.y_test, world.rank, world.size)
+        validation = {}
+        if recipe.validate_each_epoch:  # each rank's shard once (no collective until the epoch-end average)
+            validation = {"validation_data": eval_dataset(data, config.batch_size, world.rank, world.size)}
         meters.append(hvd_callbacks.ThroughputMeter(steps * config.batch_size * world.size))
         callbacks = _training_callbacks(recipe, config, world, lr, steps, meters[-1], resumed=epoch > 0)
         return model.fit(
-            _train_dataset(x_train, y_train, config, steps, world.rank, epoch),
+            train_dataset(data, config.batch_size, config.epochs, config.seed, world.rank, world.size, epoch),
             steps_per_epoch=steps,
             epochs=config.epochs,
             initial_epoch=epoch,
-            validation_data=_eval_dataset(x_val, y_val, config.batch_size, repeat=True),
-            validation_steps=steps_per_epoch(len(data.x_test), config.batch_size, world.size),
+            **validation,
             callbacks=extra_callbacks + callbacks,
             shuffle=False,  # the order is ours: fixed by (seed, rank, epoch)
             verbose=_progress_verbosity(world),
@@ -302,5 +340,9 @@ def train(recipe: Recipe, config: TrainConfig, comm: Any = None) -> TrainResult:
     summary = meters[-1].summary() if meters else None
     if summary is not None:
         log.info("throughput %.0f +- %.0f samples/s (global, after the first epoch)", summary[0], 1.96 * summary[1])
-    test_metrics = evaluate(model, data.x_test, data.y_test, config.batch_size, world)
+    average_non_trainable(model)  # the same model on every rank (also after a resume with nothing left to train)
+    if recipe.evaluate is not None:
+        test_metrics = recipe.evaluate(model, data, config, world)
+    else:
+        test_metrics = evaluate(model, data, config.batch_size, world)
     return TrainResult(model, history, test_metrics, world, scale_lr(config.lr, world.size, config.lr_scaling), summary)

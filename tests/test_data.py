@@ -87,11 +87,13 @@ def test_a_global_batch_larger_than_the_data_is_warned_about(batch: int, size: i
 def test_each_epochs_order_is_made_when_the_epoch_starts() -> None:
     """A run of 10^12 epochs builds its input at once (no order materialised up front), and the batches are each
     epoch's (seed, rank, epoch) permutation, epoch after epoch, from the first epoch asked for."""
-    from hvdtrain.recipe import _train_dataset, epoch_order
+    from hvdtrain.sources import ArraySource, Data, epoch_order, train_dataset
 
-    x = np.arange(10, dtype=np.float32)[:, None]
+    x = np.arange(20, dtype=np.float32)[:, None]
+    data = Data(ArraySource(x, np.arange(20)), ArraySource(x, np.arange(20)))
     config = TrainConfig(epochs=10**12, batch_size=4, seed=7)
-    batches = _train_dataset(x, np.arange(10), config, steps=3, rank=1, first_epoch=5).take(6)
+    # 2 ranks: rank 1's shard is samples 10..19, 3 steps of 4 per epoch
+    batches = train_dataset(data, config.batch_size, config.epochs, config.seed, 1, 2, first_epoch=5).take(6)
     seen = np.concatenate([batch_y.numpy() for _, batch_y in batches])
-    expected = np.concatenate([epoch_order(10, 12, 7, 1, epoch) for epoch in (5, 6)])
+    expected = 10 + np.concatenate([epoch_order(10, 12, 7, 1, epoch) for epoch in (5, 6)])
     np.testing.assert_array_equal(seen, expected)

@@ -58,7 +58,7 @@ def callbacks(
             hvd.callbacks.LearningRateScheduleCallback(
                 initial_lr=scaled_lr,
                 multiplier=lambda epoch: schedule_multiplier(
-                    config.lr_schedule, epoch, config.warmup_epochs, config.epochs
+                    config.lr_schedule, epoch, config.warmup_epochs, config.epochs, config.lr_cycle_epochs
                 ),
                 start_epoch=int(np.ceil(config.warmup_epochs)),
                 staircase=False,

@@ -191,6 +191,7 @@ class LearningRateControl(tf.keras.callbacks.Callback):
             c.warmup_epochs,
             c.lr_schedule,
             c.epochs,
+            c.lr_cycle_epochs,
         )
         lr = self.scaled_lr * multiplier
         if lr != self.current:  # after warmup a constant schedule costs nothing per batch

@@ -3,6 +3,9 @@
 ``hvdtrain list``, ``--help``, shell completion and ``--dry-run`` only need a recipe's summary and defaults, so both
 are read from the module's source (its docstring, and the literal ``TrainConfig(...)`` passed as ``defaults=``).
 Only :func:`load_recipe` imports the module, and with it TensorFlow.
+
+A recipe with its own options defines a ``TrainConfig`` subclass (fields with ``metadata=recipe_option(...)``) in a
+module that does not import TensorFlow, registers it in :data:`CONFIGS`, and passes ``defaults=ThatClass(...)``.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import ast
 import dataclasses
 import importlib
 import importlib.util
+import typing
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +24,13 @@ if TYPE_CHECKING:
     from hvdtrain.recipe import Recipe
 
 RECIPES: dict[str, str] = {
+    "cifar10": "hvdtrain.recipes.cifar10",
     "digits": "hvdtrain.recipes.digits",
     "mnist": "hvdtrain.recipes.mnist",
+}
+# Recipes with options of their own: "module:Class" of their TrainConfig subclass (a module without TensorFlow).
+CONFIGS: dict[str, str] = {
+    "cifar10": "hvdtrain.recipes.cifar10_config:Cifar10Config",
 }
 
 
@@ -60,7 +69,20 @@ def summary(name: str) -> str:
     return doc.strip().splitlines()[0].strip() if doc.strip() else ""
 
 
-def _literal_defaults(tree: ast.Module) -> dict[str, Any] | None:
+def config_type(name: str) -> type[TrainConfig]:
+    """The recipe's configuration class: ``TrainConfig``, or its subclass with the recipe's own options."""
+    module_name(name)
+    if name not in CONFIGS:
+        return TrainConfig
+    module, _, cls = CONFIGS[name].partition(":")
+    found = getattr(importlib.import_module(module), cls, None)
+    if not (isinstance(found, type) and issubclass(found, TrainConfig)):
+        raise RecipeError(f"recipe {name!r}: {CONFIGS[name]} is not a TrainConfig subclass")
+    typing.get_type_hints(found)  # every annotation resolvable (the options are built from them)
+    return found
+
+
+def _literal_defaults(tree: ast.Module, class_name: str = "TrainConfig") -> dict[str, Any] | None:
     """Keywords of ``recipe = Recipe(..., defaults=TrainConfig(k=literal, ...))``; None when not that simple."""
     calls = [
         node.value
@@ -78,7 +100,7 @@ def _literal_defaults(tree: ast.Module) -> dict[str, Any] | None:
     if not given:
         return {}
     config = given[0]
-    if not (isinstance(config, ast.Call) and isinstance(config.func, ast.Name) and config.func.id == "TrainConfig"):
+    if not (isinstance(config, ast.Call) and isinstance(config.func, ast.Name) and config.func.id == class_name):
         return None
     if config.args or any(kw.arg is None for kw in config.keywords):
         return None
@@ -89,12 +111,14 @@ def _literal_defaults(tree: ast.Module) -> dict[str, Any] | None:
 
 
 def recipe_defaults(name: str) -> TrainConfig:
-    """The recipe's default TrainConfig, read from its source; imports the recipe only if that is not literal."""
-    values = _literal_defaults(_source_tree(name))
+    """The recipe's default configuration (a :func:`config_type` instance), read from its source; imports the recipe
+    only if that is not literal."""
+    cls = config_type(name)
+    values = _literal_defaults(_source_tree(name), cls.__name__)
     if values is None:
         return load_recipe(name).defaults
     try:
-        return dataclasses.replace(TrainConfig(), **values)
+        return dataclasses.replace(cls(), **values)
     except TypeError as exc:
         raise RecipeError(f"recipe {name!r}: bad defaults: {exc}") from None
 
