@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import PYTHON, WORKERS, error_lines, launch, recipe_program, run
-from recsys_data import POSITIVE, tar_aclimdb, write_aclimdb
 
+from hvdtrain.bench.recsys_data import POSITIVE, tar_aclimdb, write_aclimdb
 from hvdtrain.data import DataError
 from hvdtrain.recipes import imdb
 
@@ -89,7 +89,7 @@ def test_two_ranks_learn_marker_words_and_one_rank_evaluates_the_same(reviews: P
     options += ["--embedding-dim", "16", "--filters", "16", "--batch-size", "32", "--lr", "0.005"]
     options += ["--checkpoint-dir", str(tmp_path / "ckpt")]
     (tmp_path / "np2").mkdir(), (tmp_path / "np1").mkdir()
-    done = launch("horovodrun", 2, [PYTHON, str(WORKERS / "recipe_worker.py"), str(tmp_path / "np2"), "imdb", *options])
+    done = launch("mpirun", 2, [PYTHON, str(WORKERS / "recipe_worker.py"), str(tmp_path / "np2"), "imdb", *options])
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     (w0, m0), (w1, m1) = _ranks(tmp_path / "np2", 2)
     np.testing.assert_array_equal(w0, w1)

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import PYTHON, WORKERS, error_lines, launch, recipe_program, run
-from recsys_data import low_rank_ratings, write_ratings
 
+from hvdtrain.bench.recsys_data import low_rank_ratings, write_ratings
 from hvdtrain.data import DataError
 from hvdtrain.recipes import movielens as ml
 
@@ -132,7 +132,7 @@ def test_two_ranks_beat_popularity_and_one_rank_evaluates_the_same(ratings: np.n
     options += ["--checkpoint-dir", str(tmp_path / "ckpt")]
     (tmp_path / "np2").mkdir(), (tmp_path / "np1").mkdir()
     worker = [PYTHON, str(WORKERS / "recipe_worker.py")]
-    done = launch("horovodrun", 2, [*worker, str(tmp_path / "np2"), "movielens", *options])
+    done = launch("mpirun", 2, [*worker, str(tmp_path / "np2"), "movielens", *options])
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     (w0, m0), (w1, m1) = _ranks(tmp_path / "np2", 2)
     np.testing.assert_array_equal(w0, w1)
