@@ -127,6 +127,20 @@ def test_sparse_gradients_stay_sparse_unless_sparse_as_dense() -> None:
     np.testing.assert_array_equal(tf.convert_to_tensor(sparse[0]).numpy(), dense.numpy())
 
 
+def test_sparse_gradients_after_dense_ones_keep_their_shape() -> None:
+    """Horovod 0.28.1 pairs each IndexedSlices with the dense_shape of the tensor at its position in the whole
+    list: a dense gradient first (NeuMF's towers) used to crash or mix shapes up."""
+    dense = tf.constant([1.0, 2.0, 3.0])
+    user = tf.IndexedSlices(tf.constant([[1.0, 2.0]]), tf.constant([1]), tf.constant([5, 2]))
+    item = tf.IndexedSlices(tf.constant([[3.0], [4.0]]), tf.constant([0, 2]), tf.constant([3, 1]))
+    out = backend.GradientSync().allreduce([dense, user, None, item])
+    np.testing.assert_array_equal(out[0].numpy(), dense.numpy())
+    assert out[2] is None
+    for got, grad in ((out[1], user), (out[3], item)):
+        assert isinstance(got, tf.IndexedSlices)
+        np.testing.assert_array_equal(tf.convert_to_tensor(got).numpy(), tf.convert_to_tensor(grad).numpy())
+
+
 def test_fp16_compression_returns_the_gradient_dtype_and_adasum_runs() -> None:
     grad = tf.constant([1.0 + 2**-12, 3.0])  # 1 + 2^-12 is not a float16
     (fp16,) = backend.GradientSync(fp16=True).allreduce([grad])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import shutil
 import tarfile
@@ -176,7 +177,13 @@ def worker_run(out: Path, np_: int, *options: str) -> list[dict[str, np.ndarray]
     program = [PYTHON, str(WORKERS / "recipe_worker.py"), str(out), "cifar10", *options]
     done = launch("mpirun", np_, program)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return [dict(np.load(out / f"rank-{r}.npz")) for r in range(np_)]
+    ranks = []
+    for r in range(np_):
+        metrics = json.loads((out / f"rank-{r}.json").read_text())
+        ranks.append(
+            {"final": np.load(out / f"rank-{r}.npz")["weights"]} | {f"metric_{k}": v for k, v in metrics.items()}
+        )
+    return ranks
 
 
 @pytest.mark.multiproc

@@ -57,7 +57,13 @@ class GradientSync:
         if self.op == "adasum":  # horovod 0.28.1's grouped_allreduce fails on Adasum (an undefined name)
             reduced = [hvd.allreduce(t, op=hvd.Adasum, compression=compression) for t in tensors]
         else:
-            reduced = hvd.grouped_allreduce(tensors, op=_OPS[self.op], compression=compression)
+            # Sparse first: horovod 0.28.1's grouped_allreduce gives the i-th IndexedSlices the dense_shape of the
+            # i-th tensor of the whole list, which breaks when a dense gradient comes before an embedding's.
+            order = sorted(range(len(tensors)), key=lambda i: not isinstance(tensors[i], tf.IndexedSlices))
+            done = hvd.grouped_allreduce([tensors[i] for i in order], op=_OPS[self.op], compression=compression)
+            reduced = [None] * len(tensors)
+            for i, tensor in zip(order, done, strict=True):
+                reduced[i] = tensor
         out = list(grads)
         for i, tensor in zip(present, reduced, strict=True):
             out[i] = tensor

@@ -26,11 +26,15 @@ if TYPE_CHECKING:
 RECIPES: dict[str, str] = {
     "cifar10": "hvdtrain.recipes.cifar10",
     "digits": "hvdtrain.recipes.digits",
+    "imdb": "hvdtrain.recipes.imdb",
     "mnist": "hvdtrain.recipes.mnist",
+    "movielens": "hvdtrain.recipes.movielens",
 }
 # Recipes with options of their own: "module:Class" of their TrainConfig subclass (a module without TensorFlow).
 CONFIGS: dict[str, str] = {
     "cifar10": "hvdtrain.recipes.cifar10_config:Cifar10Config",
+    "imdb": "hvdtrain.recipes.imdb_config:ImdbConfig",
+    "movielens": "hvdtrain.recipes.movielens_config:MovielensConfig",
 }
 
 
