@@ -39,7 +39,7 @@ def generate(directory: Path, gib: float, shards: int, progress: Callable[[str],
             progress(f"generating records {start + size}/{n}")
             yield rng.integers(0, 256, (size, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, size)
 
-    raw = RawData(source, {"train": lambda: chunks(records), "test": lambda: chunks(min(records, 2000))})
+    raw = RawData(source, {"train": lambda: chunks(records), "test": lambda: chunks(min(records, 500))})
     prepare("cifar10", raw, out, shards, force=True, progress=progress)
     return out
 
