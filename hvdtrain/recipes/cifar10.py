@@ -25,7 +25,6 @@ recipe then streams them instead of holding the arrays in memory.
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import tarfile
 from pathlib import Path
@@ -35,6 +34,8 @@ import numpy as np
 import tensorflow as tf
 
 from hvdtrain.data import DataError, DataSplits
+from hvdtrain.download import default_data_dir
+from hvdtrain.download import download as fetch
 from hvdtrain.recipe import Recipe, fetch_on_rank0
 from hvdtrain.recipes.cifar10_config import Cifar10Config
 from hvdtrain.records import RawData, find_prepared
@@ -50,11 +51,6 @@ TEST_BATCH = "test_batch"
 MEAN = (0.4914, 0.4822, 0.4465)  # per channel, over the 50k training images
 STD = (0.2470, 0.2435, 0.2616)
 MOMENTUM = 0.9
-
-
-def default_data_dir() -> Path:
-    """Where Keras caches its data sets."""
-    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
 
 
 class _ArraysOnly(pickle.Unpickler):
@@ -122,15 +118,8 @@ def read_raw(path: Path) -> DataSplits:
 
 
 def download(data_dir: Path) -> None:
-    """Fetch the tarball into ``data_dir`` (SHA-256 verified by Keras); ``HVDTRAIN_CIFAR10_URL`` names a mirror."""
-    url = os.environ.get("HVDTRAIN_CIFAR10_URL", ORIGIN)
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        tf.keras.utils.get_file(ARCHIVE, origin=url, file_hash=SHA256, cache_dir=str(data_dir), cache_subdir="")
-    except Exception as exc:  # noqa: BLE001 - offline, proxy, disk, checksum: all become one actionable line
-        (data_dir / ARCHIVE).unlink(missing_ok=True)
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"cannot download {url} ({reason}); put {ARCHIVE} or {FOLDER}/ into {data_dir}") from None
+    """Fetch the tarball into ``data_dir``; ``HVDTRAIN_CIFAR10_URL`` names a mirror."""
+    fetch(data_dir, ARCHIVE, ORIGIN, SHA256, "HVDTRAIN_CIFAR10_URL", f"put {ARCHIVE} or {FOLDER}/ into {data_dir}")
 
 
 def raw_data(data_dir: Path) -> RawData:

@@ -22,7 +22,6 @@ Literature (not measured here): small embedding + convolution or LSTM models tra
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import tarfile
 import zlib
@@ -35,6 +34,8 @@ import numpy as np
 import tensorflow as tf
 
 from hvdtrain.data import DataError, DataSplits
+from hvdtrain.download import default_data_dir
+from hvdtrain.download import download as fetch
 from hvdtrain.log import get_logger
 from hvdtrain.recipe import Recipe, fetch_on_rank0
 from hvdtrain.recipes.imdb_config import ImdbConfig
@@ -59,11 +60,6 @@ class Reviews:
 
     texts: list[str]
     labels: np.ndarray
-
-
-def default_data_dir() -> Path:
-    """Where Keras caches its data sets."""
-    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
 
 
 def tokenize(text: str) -> list[str]:
@@ -160,16 +156,9 @@ def find_source(data_dir: Path) -> Path | None:
 
 
 def download(data_dir: Path) -> None:
-    """Fetch the tarball into ``data_dir`` (checksum verified by Keras); ``HVDTRAIN_IMDB_URL`` names a mirror."""
-    url = os.environ.get("HVDTRAIN_IMDB_URL", ORIGIN)
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        tf.keras.utils.get_file(ARCHIVE, origin=url, file_hash=SHA256, cache_dir=str(data_dir), cache_subdir="")
-    except Exception as exc:  # noqa: BLE001 - offline, proxy, disk: all become one actionable line
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(
-            f"cannot download {url} ({reason}); put {ARCHIVE} or its extracted {FOLDER}/ in {data_dir}"
-        ) from None
+    """Fetch the tarball into ``data_dir``; ``HVDTRAIN_IMDB_URL`` names a mirror."""
+    instead = f"put {ARCHIVE} or its extracted {FOLDER}/ in {data_dir}"
+    fetch(data_dir, ARCHIVE, ORIGIN, SHA256, "HVDTRAIN_IMDB_URL", instead)
 
 
 def load_data(config: ImdbConfig, world: World) -> DataSplits:

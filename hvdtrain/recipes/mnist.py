@@ -12,7 +12,6 @@ missing, rank 0 downloads it while the other ranks wait. Offline, put ``mnist.np
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,8 @@ import tensorflow as tf
 
 from hvdtrain.config import TrainConfig
 from hvdtrain.data import DataError, DataSplits, read_npz_splits
+from hvdtrain.download import default_data_dir
+from hvdtrain.download import download as fetch
 from hvdtrain.recipe import Recipe, fetch_on_rank0
 from hvdtrain.world import World
 
@@ -28,23 +29,12 @@ ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
 SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
 
 
-def default_data_dir() -> Path:
-    """Where Keras caches its data sets."""
-    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
-
-
 def download(data_dir: Path) -> None:
-    """Fetch mnist.npz into ``data_dir`` (checksum verified by Keras); ``HVDTRAIN_MNIST_URL`` names a mirror."""
-    url = os.environ.get("HVDTRAIN_MNIST_URL", ORIGIN)
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        tf.keras.utils.get_file(FILE_NAME, origin=url, file_hash=SHA256, cache_dir=str(data_dir), cache_subdir="")
-    except Exception as exc:  # noqa: BLE001 - offline, proxy, disk: all become one actionable line
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(
-            f"cannot download {url} ({reason}); put the Keras {FILE_NAME} at {data_dir / FILE_NAME} "
-            "or train the 'digits' recipe, which needs no download"
-        ) from None
+    """Fetch mnist.npz into ``data_dir``; ``HVDTRAIN_MNIST_URL`` names a mirror."""
+    instead = (
+        f"put the Keras {FILE_NAME} at {data_dir / FILE_NAME} or train the 'digits' recipe, which needs no download"
+    )
+    fetch(data_dir, FILE_NAME, ORIGIN, SHA256, "HVDTRAIN_MNIST_URL", instead)
 
 
 def load_data(config: TrainConfig, world: World) -> DataSplits:

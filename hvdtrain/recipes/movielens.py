@@ -22,7 +22,6 @@ pre-training; about 0.70 without); re-implementations report HR@10 about 0.65-0.
 
 from __future__ import annotations
 
-import os
 import zipfile
 from dataclasses import dataclass
 from functools import cache
@@ -34,6 +33,8 @@ import tensorflow as tf
 
 from hvdtrain import backends
 from hvdtrain.data import DataError, shard_bounds
+from hvdtrain.download import default_data_dir
+from hvdtrain.download import download as fetch
 from hvdtrain.log import get_logger
 from hvdtrain.recipe import Recipe, fetch_on_rank0
 from hvdtrain.recipes.movielens_config import MovielensConfig
@@ -283,22 +284,10 @@ class PairsWithNegatives(Source):
         return tf.data.Dataset.from_tensor_slices((x, y))
 
 
-def default_data_dir() -> Path:
-    """Where Keras caches its data sets."""
-    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
-
-
 def download(data_dir: Path) -> None:
-    """Fetch ``ml-100k.zip`` into ``data_dir`` (checksum verified by Keras); ``HVDTRAIN_MOVIELENS_URL`` names a
-    mirror."""
-    url = os.environ.get("HVDTRAIN_MOVIELENS_URL", ORIGIN)
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        tf.keras.utils.get_file("ml-100k.zip", origin=url, file_hash=SHA256, cache_dir=str(data_dir), cache_subdir="")
-    except Exception as exc:  # noqa: BLE001 - offline, proxy, disk: all become one actionable line
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        formats = ", ".join(f"{fmt.name}/{fmt.file}" for fmt in FORMATS)
-        raise DataError(f"cannot download {url} ({reason}); put one of {formats} in {data_dir}") from None
+    """Fetch ``ml-100k.zip`` into ``data_dir``; ``HVDTRAIN_MOVIELENS_URL`` names a mirror."""
+    formats = ", ".join(f"{fmt.name}/{fmt.file}" for fmt in FORMATS)
+    fetch(data_dir, "ml-100k.zip", ORIGIN, SHA256, "HVDTRAIN_MOVIELENS_URL", f"put one of {formats} in {data_dir}")
 
 
 @cache
