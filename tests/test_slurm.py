@@ -113,32 +113,36 @@ def wait_for(condition, timeout: float, what: str) -> None:  # noqa: ANN001
 
 def test_scancel_stops_everything_and_a_resubmitted_job_resumes(slurm: SlurmCluster, tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt"
-    train = [HVDTRAIN, "run", "digits", "--epochs", "4", "--checkpoint-dir", str(ckpt), "--keep-checkpoints", "10"]
-    script = tmp_path / "train.sbatch"
-    script.write_text(f"#!/bin/bash\n#SBATCH --ntasks=2\nexec {shlex.join(train)}\n")
+    script = tmp_path / "train.sbatch"  # options after the script name reach hvdtrain run, as in the template
+    train = [HVDTRAIN, "run", "digits", "--checkpoint-dir", str(ckpt), "--keep-checkpoints", "5"]
+    script.write_text(f'#!/bin/bash\n#SBATCH --ntasks=2\nexec {shlex.join(train)} "$@"\n')
     first_out = tmp_path / "first.out"
-    first = slurm.sbatch([f"--output={first_out}", str(script)], cwd=tmp_path)
+    # Far more epochs than the test waits for (an epoch takes well under a second on an idle machine).
+    first = slurm.sbatch([f"--output={first_out}", str(script), "--epochs", "1000"], cwd=tmp_path)
     wait_for(lambda: checkpoint.list_checkpoints(ckpt), JOB_TIMEOUT_S, f"a checkpoint in {ckpt}")
     assert slurm.job(first)["JobState"] == "RUNNING"
-    assert len(slurm.job_pids(first)) >= 3, "the job's processes: hvdtrain, the launcher and 2 ranks"
+    assert len(slurm.job_pids(first)) >= 4, "the job's processes: slurmstepd, hvdtrain, the launcher, the ranks"
 
     slurm.run(["scancel", str(first)])
     assert slurm.wait(first, 120) == "CANCELLED", job_output(first_out)[-4000:]
     wait_for(lambda: not slurm.job_pids(first), 60, "the end of every process of the cancelled job")
+    assert "hvdtrain: stopped by SIGTERM: ended the job's" in job_output(first_out), job_output(first_out)[-4000:]
 
     # Only whole checkpoints: no temporary file, and every file loads.
     names = sorted(p.name for p in ckpt.iterdir())
     assert names and all(CKPT_NAME.fullmatch(n) for n in names), names
-    done_epochs = [checkpoint.load(ckpt / n).epoch for n in names]
-    assert 1 <= done_epochs[-1] < 4, (done_epochs, job_output(first_out)[-4000:])
+    done = [checkpoint.load(ckpt / n).epoch for n in names][-1]
+    assert 1 <= done < 1000
 
+    # The same job again, asked to train one epoch more than the newest checkpoint holds.
     second_out = tmp_path / "second.out"
-    second = slurm.sbatch([f"--output={second_out}", str(script)], cwd=tmp_path)
+    second = slurm.sbatch([f"--output={second_out}", str(script), "--epochs", str(done + 1)], cwd=tmp_path)
     state = slurm.wait(second, JOB_TIMEOUT_S)
     output = job_output(second_out)
     assert state == "COMPLETED", output[-4000:]
-    assert f"resumed from {ckpt / names[-1]}: {done_epochs[-1]} of 4 epochs done" in output, output[-4000:]
-    assert checkpoint.load(checkpoint.list_checkpoints(ckpt)[-1]).epoch == 4
+    assert f"resumed from {ckpt / names[-1]}: {done} of {done + 1} epochs done" in output, output[-4000:]
+    assert f"[rank 0] epoch {done + 1}:" in output and f"[rank 0] epoch {done}:" not in output
+    assert checkpoint.load(checkpoint.list_checkpoints(ckpt)[-1]).epoch == done + 1
     assert test_accuracy(output) > 0.5
 
 
