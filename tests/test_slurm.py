@@ -197,3 +197,17 @@ def test_two_nodes_mpirun_starts_its_daemon_through_slurm(two_nodes: SlurmCluste
     assert all(int(r["size"]) == 2 for r in ranks)
     np.testing.assert_array_equal(ranks[0]["final"], ranks[1]["final"])
     assert float(ranks[0]["accuracy"]) == float(ranks[1]["accuracy"]) > 0.5
+
+
+def test_two_nodes_horovodrun_without_ssh_is_one_line(two_nodes: SlurmCluster, tmp_path: Path) -> None:
+    """horovodrun (the default launcher) reaches other nodes by ssh only; without ssh: one line and a hint."""
+    job_out = tmp_path / "job.out"
+    run = [HVDTRAIN, "run", "digits", "--epochs", "1"]
+    script = tmp_path / "horovodrun.sbatch"
+    script.write_text(f"#!/bin/bash\nexec {shlex.join(run)}\n")
+    job = two_nodes.sbatch(["--nodes=2", "--ntasks-per-node=1", f"--output={job_out}", str(script)], cwd=tmp_path)
+    assert two_nodes.wait(job, JOB_TIMEOUT_S) == "FAILED"
+    output = job_output(job_out)
+    assert "ssh not successful for host nodeb" in output, output[-4000:]
+    assert "hvdtrain: error: horovodrun could not reach every host by ssh (see above);" in output, output[-4000:]
+    assert "Traceback" not in output, output[-4000:]
