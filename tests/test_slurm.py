@@ -4,7 +4,8 @@ One node, this machine: the job template ``recipes/slurm.sbatch`` (sized down fr
 ``hvdtrain run`` inside ``salloc``, ``srun --mpi=pmix`` with a recipe module, ``hvdtrain hostfile`` and ``hvdtrain
 check`` inside an allocation, and ``scancel`` in the middle of training followed by a resubmitted job that resumes.
 Two nodes, two network namespaces (tests/multihost.py) each with its own slurmd: ``hvdtrain``'s mpirun command on a
-2-node x 1-task job, Open MPI starting its daemon on the second node through Slurm (ssh is disabled).
+2-node x 1-task job, Open MPI starting its daemon on the second node through Slurm (ssh is disabled), and
+horovodrun's failure there (it needs ssh) as one line.
 
 Skipped only when Slurm cannot run here: not root, or slurm-wlm/munge missing and not installable with apt-get.
 """
@@ -18,7 +19,7 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -115,7 +116,7 @@ def test_hostfile_inside_allocation(slurm: SlurmCluster, tmp_path: Path) -> None
     assert done.stdout == f"{HOST} slots=2\n", done.stdout + done.stderr
 
 
-def wait_for(condition, timeout: float, what: str) -> None:  # noqa: ANN001
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"{what} not seen after {timeout:.0f} s"
