@@ -43,6 +43,7 @@ _PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 _POLL_S = 0.05
 _RELAY_JOIN_S = 2.0
 _BANNER = b"-" * 74  # Open MPI's show_help frame
+_SSH_FAILURE = b"RuntimeError: could not connect to some hosts via ssh"  # horovodrun's check before launching
 _GLOO_FAILURE = b"RuntimeError: Horovod detected that one or more processes exited with non-zero status"
 _MPI_EXIT = re.compile(r"Process name:\s*\[\[\d+,\d+\],(\d+)\].*?Exit code:\s*(\d+)", re.S)
 _GLOO_TERMINATED = re.compile(rb"\[\d+\]<stderr>:Terminated")  # the shell around a rank horovodrun stopped
@@ -98,6 +99,7 @@ class Outcome:
     killed: int
     failure: RankFailure | None = None
     timed_out: bool = False  # ran past run_job's timeout_s and was stopped
+    ssh_failed: bool = False  # horovodrun could not reach a host by ssh (its traceback taken out)
 
     @property
     def exit_code(self) -> int:
@@ -129,12 +131,15 @@ class StderrCondenser:
     exited with non-zero status...``, ``mpirun noticed that process rank 1 ... exited on signal 9``) and horovodrun's
     Gloo traceback (``RuntimeError: Horovod detected that one or more processes exited ...`` with ``Process name``
     and ``Exit code``, and the ``[1]<stderr>:Terminated`` of the ranks it stopped then). What they said is kept in
-    :attr:`failure`; anything else passes on, through ``rewrite`` (e.g. :func:`plain_line`) if given."""
+    :attr:`failure`; horovodrun's traceback after its ssh check failed (``RuntimeError: could not connect to some
+    hosts via ssh``, its ``ssh: ...`` lines kept) sets :attr:`ssh_failed`. Anything else passes on, through ``rewrite``
+    (e.g. :func:`plain_line`) if given."""
 
     def __init__(self, out: BinaryIO, rewrite: Callable[[bytes], bytes] | None = None) -> None:
         self.out: BinaryIO | None = out
         self.rewrite = rewrite
         self.failure: RankFailure | None = None
+        self.ssh_failed = False
         self._held: list[bytes] = []
         self._mode: str | None = None
 
@@ -162,6 +167,9 @@ class StderrCondenser:
             self._end_banner()
         elif self._mode == "traceback" and bare.startswith(_GLOO_FAILURE):
             self._mode = "gloo"
+        elif self._mode == "traceback" and bare == _SSH_FAILURE:
+            self.ssh_failed = True
+            self._held, self._mode = [], "after"
         elif self._mode == "traceback" and bare and not bare[:1].isspace():
             self.flush()  # some other traceback: the user needs to see it
         elif self._mode == "gloo" and bare.startswith(b"Exit code:"):
@@ -384,4 +392,5 @@ def run_job(
         for s, handler in previous.items():
             signal.signal(s, handler)
     failure = condenser.failure if condenser is not None and signum is None else None
-    return Outcome(returncode, signum, stopped, killed, failure, timed_out)
+    ssh_failed = condenser is not None and condenser.ssh_failed and signum is None
+    return Outcome(returncode, signum, stopped, killed, failure, timed_out, ssh_failed)

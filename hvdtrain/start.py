@@ -88,6 +88,11 @@ def execute(command: LaunchCommand) -> int:
         say(f"error: {program} was killed by {signal.Signals(-outcome.returncode).name}{left}")
     elif outcome.failure is not None and outcome.failure.status != EXIT_USAGE:  # a usage error: the rank said it
         say(f"error: {outcome.failure.describe()}; {program} ended the job")
+    elif outcome.ssh_failed:  # e.g. a Slurm allocation of several nodes where ssh between them is not allowed
+        say(
+            f"error: {program} could not reach every host by ssh (see above); set up ssh between the hosts, or use "
+            "--launcher mpirun (under Slurm, Open MPI starts its daemons on the other nodes through srun)"
+        )
     elif outcome.stopped and outcome.returncode == 0:
         say(f"{program} exited with status 0; ended the {ended} it left running")
     return outcome.exit_code

@@ -51,6 +51,16 @@ Process name: 1
 Exit code: 137
 
 """
+SSH_FAILED = """\
+Traceback (most recent call last):
+  File "/venv/bin/horovodrun", line 6, in <module>
+    sys.exit(run_commandline())
+             ^^^^^^^^^^^^^^^^^
+  File "/venv/lib/python3.11/site-packages/horovod/runner/launch.py", line 655, in _run_static
+    raise RuntimeError('could not connect to some hosts via ssh')
+RuntimeError: could not connect to some hosts via ssh
+
+"""
 OTHER = """\
 [1,0]<stderr>:[rank 0] epoch 3: 2000 samples/s
 --------------------------------------------------------------------------
@@ -86,6 +96,18 @@ def test_launcher_reports_of_a_failed_rank_are_taken_out(report: str, failure: j
     out, found = condense(rank_line + report)
     assert out == rank_line  # before: 10 more lines from mpirun, or horovodrun's 10-line traceback
     assert found == failure and found.describe() == line
+
+
+def test_horovodrun_ssh_failure_keeps_ssh_lines_only() -> None:
+    """Under Slurm on two nodes without ssh (tests/test_slurm.py): horovodrun's ssh lines, then its traceback."""
+    ssh = "ssh not successful for host nodeb:\nssh: connect to host nodeb port 22: Connection refused\n\n"
+    out = io.BytesIO()
+    condenser = job.StderrCondenser(out)
+    for line in io.BytesIO((ssh + SSH_FAILED).encode()).readlines():
+        condenser.feed(line)
+    condenser.flush()
+    assert out.getvalue().decode() == ssh
+    assert condenser.ssh_failed and condenser.failure is None
 
 
 def test_anything_else_passes_unchanged() -> None:

@@ -352,6 +352,23 @@ def test_detect_environment_each_scheduler(tmp_path: Path) -> None:
     assert isinstance(detect_environment(lsf_env("n1 2")), LSFEnvironment)
 
 
+def test_job_id_of_each_scheduler(tmp_path: Path) -> None:
+    """What `hvdtrain check` names the allocation by: the id the scheduler's own commands take."""
+    ids = [detect_environment(env).job_id() for env in (slurm_env("n1"), pbs_env(tmp_path, ["n1"]), lsf_env("n1 2"))]
+    assert ids == ["1234", "42.pbs01", "777"]
+
+
+def test_check_names_the_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hvdtrain.doctor import _scheduler
+
+    monkeypatch.setenv("SLURM_JOB_ID", "1234")
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "n[1-2]")
+    monkeypatch.setenv("SLURM_TASKS_PER_NODE", "2(x2)")
+    assert _scheduler() == ("Scheduler", "slurm job 1234: 4 slot(s) on n1:2,n2:2")
+    monkeypatch.setenv("SLURM_TASKS_PER_NODE", "2")
+    assert _scheduler()[1].startswith("slurm job 1234: malformed allocation: SLURM_TASKS_PER_NODE='2' describes 1")
+
+
 def test_detect_environment_order_slurm_first(tmp_path: Path) -> None:
     env = {**lsf_env("l1 2"), **pbs_env(tmp_path, ["p1"]), **slurm_env("s[1-2]")}
     found = detect_environment(env)
