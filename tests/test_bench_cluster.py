@@ -166,19 +166,25 @@ def _bench(tmp_path: Path, hosts: int, contenders: list[str]) -> dict[str, dict[
 @needs_root
 @pytest.mark.multiproc
 def test_ring_bytes_on_the_links_match_theory(tmp_path: Path) -> None:
-    """3 hosts at 1 Gbit/s: what each link carried per step is 2(n-1)/n x the gradient bytes within 5%, for
-    Horovod over MPI and over Gloo; fp16 halves it; no link ran above its rate."""
-    rows = _bench(tmp_path, 3, ["hvd-mpi", "hvd-gloo", "hvd-mpi-fp16"])
+    """3 hosts at 1 Gbit/s: what each link carried per step is 2(n-1)/n x the gradient bytes within 5% for a ring
+    (Horovod over Gloo, with fp16 halving it; over MPI with Open MPI's ring algorithm); whatever the algorithm
+    (Open MPI's own choice for 3 ranks is not a ring), every byte sent is received; no link ran above its rate."""
+    rows = _bench(tmp_path, 3, ["hvd-mpi", "hvd-mpi-ring", "hvd-gloo-fp16"])
     gradient = rows["hvd-mpi"]["gradient_bytes"]
     assert gradient == 4 * rows["hvd-mpi"]["trainable_params"] > 4_000_000
     for name, row in rows.items():
+        per_step = row["bytes_per_step"]
+        sent, received = (sum(v[d] for v in per_step.values()) for d in ("sent", "received"))
+        assert sent == pytest.approx(received, rel=0.01), (name, per_step)
+        assert 0 < row["busiest_link_use"] <= 1.02, (name, row["busiest_link_use"])
         assert row["ring_theory_per_step"] == pytest.approx(4 / 3 * gradient * (0.5 if "fp16" in name else 1))
+        if name == "hvd-mpi":
+            continue
         for host in row["roles"]["workers"]:
             for direction in ("sent", "received"):
-                ratio = row["bytes_per_step"][host][direction] / row["ring_theory_per_step"]
+                ratio = per_step[host][direction] / row["ring_theory_per_step"]
                 assert 0.97 <= ratio <= 1.05, (name, host, direction, ratio)
-        assert 0 < row["busiest_link_use"] <= 1.02, (name, row["busiest_link_use"])
-    assert not [n for n in netns.list_namespaces() if n.startswith(netns.PREFIX)]
+    assert not [n for n in netns.list_namespaces() if n.startswith(f"{netns.PREFIX}-")]
 
 
 @needs_root
