@@ -154,10 +154,12 @@ def _bench(tmp_path: Path, hosts: int, contenders: list[str]) -> dict[str, dict[
     argv = [HVDTRAIN, "bench", "cluster", "--hosts", str(hosts), "--rate-mbit", "1000", *TINY, "-o", str(tmp_path)]
     for name in contenders:
         argv += ["--contender", name]
-    proc = subprocess.run(
-        argv, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env={**os.environ, **ROOT_ENV}, check=False
+    proc = subprocess.Popen(
+        argv, env={**os.environ, **ROOT_ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, err = proc.communicate(timeout=RUN_TIMEOUT_S)
+    assert proc.returncode == 0, err[-3000:]
+    assert not [n for n in netns.list_namespaces() if n.startswith(f"{netns.PREFIX}-{proc.pid}-")]  # all removed
     rows = json.loads((tmp_path / "cluster.json").read_text())["rows"]
     assert [r["contender"] for r in rows] == contenders
     return {r["contender"]: r for r in rows}
@@ -166,36 +168,46 @@ def _bench(tmp_path: Path, hosts: int, contenders: list[str]) -> dict[str, dict[
 @needs_root
 @pytest.mark.multiproc
 def test_ring_bytes_on_the_links_match_theory(tmp_path: Path) -> None:
-    """3 hosts at 1 Gbit/s: what each link carried per step is 2(n-1)/n x the gradient bytes within 5%, for
-    Horovod over MPI and over Gloo; fp16 halves it; no link ran above its rate."""
-    rows = _bench(tmp_path, 3, ["hvd-mpi", "hvd-gloo", "hvd-mpi-fp16"])
+    """3 hosts at 1 Gbit/s: what each link carried per step is 2(n-1)/n x the gradient bytes within 5% for a ring
+    (Horovod over Gloo; over MPI with Open MPI's ring algorithm); whatever the algorithm (Open MPI's own choice for
+    3 ranks is not a ring), every byte sent is received; no link ran above its rate."""
+    rows = _bench(tmp_path, 3, ["hvd-mpi", "hvd-mpi-ring", "hvd-gloo"])
     gradient = rows["hvd-mpi"]["gradient_bytes"]
     assert gradient == 4 * rows["hvd-mpi"]["trainable_params"] > 4_000_000
     for name, row in rows.items():
-        assert row["ring_theory_per_step"] == pytest.approx(4 / 3 * gradient * (0.5 if "fp16" in name else 1))
+        per_step = row["bytes_per_step"]
+        sent, received = (sum(v[d] for v in per_step.values()) for d in ("sent", "received"))
+        assert sent == pytest.approx(received, rel=0.01), (name, per_step)
+        assert 0 < row["busiest_link_use"] <= 1.02, (name, row["busiest_link_use"])
+        assert row["ring_theory_per_step"] == pytest.approx(4 / 3 * gradient)
+        if name == "hvd-mpi":
+            continue
         for host in row["roles"]["workers"]:
             for direction in ("sent", "received"):
-                ratio = row["bytes_per_step"][host][direction] / row["ring_theory_per_step"]
+                ratio = per_step[host][direction] / row["ring_theory_per_step"]
                 assert 0.97 <= ratio <= 1.05, (name, host, direction, ratio)
-        assert 0 < row["busiest_link_use"] <= 1.02, (name, row["busiest_link_use"])
-    assert not [n for n in netns.list_namespaces() if n.startswith(netns.PREFIX)]
 
 
 @needs_root
 @pytest.mark.multiproc
 def test_every_contender_kind_runs(tmp_path: Path) -> None:
-    """A short run of each kind on 2 hosts: one process, accumulation, 2 ranks per host, MWMS, 2 parameter servers."""
-    rows = _bench(tmp_path, 2, ["single", "hvd-mpi-bpps2", "hvd-mpi-hier", "mwms", "ps2"])
+    """A short run of each kind on 2 hosts: one process, fp16, accumulation, 2 ranks per host, MWMS, 2 parameter
+    servers."""
+    rows = _bench(tmp_path, 2, ["single", "hvd-mpi-fp16", "hvd-mpi-bpps2", "hvd-mpi-hier", "mwms", "ps2"])
     gradient = rows["mwms"]["gradient_bytes"]
     for row in rows.values():
         assert row["samples_per_sec"] > 0 and row["samples"] == row["steps"] * 4 * row["hosts"]
     assert rows["single"]["busiest_link_bytes"] < 0.01 * gradient  # nothing to send
-    assert 0.97 <= rows["mwms"]["bytes_vs_theory"] <= 1.05  # TensorFlow's ring, same theory
-    assert 0.97 <= rows["hvd-mpi-bpps2"]["bytes_vs_theory"] <= 1.05  # one allreduce every 2 batches
+    ratios = {name: row["bytes_vs_theory"] for name, row in rows.items()}
+    assert 0.97 <= ratios["mwms"] <= 1.05, ratios  # TensorFlow's ring, same theory
+    assert 0.97 <= ratios["hvd-mpi-fp16"] <= 1.05, ratios  # half the bytes
+    assert rows["hvd-mpi-fp16"]["ring_theory_per_step"] == pytest.approx(gradient / 2)
+    # One allreduce every 2 batches: 10 in the window, whose edges may cut one in half (+-5%).
+    assert 0.93 <= ratios["hvd-mpi-bpps2"] <= 1.05, ratios
     assert rows["hvd-mpi-bpps2"]["ring_theory_per_step"] == pytest.approx(gradient / 2)
     # 2 ranks per host, hierarchical: the hosts' links carry one ring across 2 hosts, not a ring of 4 ranks.
     hier = rows["hvd-mpi-hier"]
-    assert hier["processes"] == 4 and 0.97 <= hier["bytes_vs_theory"] <= 1.05
+    assert hier["processes"] == 4 and 0.97 <= hier["bytes_vs_theory"] <= 1.05, ratios
     ps = rows["ps2"]
     per_step = ps["bytes_per_step"]
     # Each worker batch pushes the gradients and pulls the variables: a step (one batch per worker, whichever
