@@ -488,8 +488,8 @@ def test_job_templates_run_shipped_presets() -> None:
         path = ROOT / "recipes" / name
         text = path.read_text(encoding="utf-8")
         assert subprocess.run(["bash", "-n", str(path)], check=False).returncode == 0
-        recipe = re.search(r"^RECIPE=(\w+)$", text, re.M)
-        preset = re.search(r"^PRESET=(\S+)$", text, re.M)
+        recipe = re.search(r"^RECIPE=(?:\$\{RECIPE:-)?(\w+)\}?$", text, re.M)  # the default, when the job may set it
+        preset = re.search(r"^PRESET=(?:\$\{PRESET:-)?([^\s}]+)\}?$", text, re.M)
         assert recipe and preset, name
         assert 'hvdtrain run "$RECIPE" --config "$PRESET"' in text
         assert load_preset(ROOT / preset.group(1)).recipe == recipe.group(1)
