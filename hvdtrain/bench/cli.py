@@ -587,8 +587,8 @@ def stream_command(gib: float, directory: Path, np_: int, shards: int, steps: in
         shards_dir = stream.generate(directory, gib, shards, progress)
         on_disk = sum(p.stat().st_size for p in shards_dir.glob("train-*.tfrecord")) / (1 << 30)
         progress(f"training on {np_} ranks")
-        reports = stream.run(np_, shards_dir, directory / "result", steps, batch_size, dict(os.environ))
-    except (OSError, RuntimeError) as exc:
+        reports = stream.run(np_, shards_dir, directory / "result", steps, batch_size)
+    except (OSError, RuntimeError) as exc:  # JobFailed is a RuntimeError
         return _failed(str(exc))
     click.echo(stream.table(reports, on_disk))
     return 0

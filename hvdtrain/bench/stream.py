@@ -8,13 +8,15 @@ its peak RSS while training one epoch on the streamed shards.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from hvdtrain.bench.runner import run_job
+from hvdtrain.launch import LaunchCommand, LaunchSpec, build_command, running_as_root
 
 RECORD_BYTES = 32 * 32 * 3 + 8  # image + label, before TFRecord framing
 
@@ -44,15 +46,19 @@ def generate(directory: Path, gib: float, shards: int, progress: Callable[[str],
     return out
 
 
-def run(np_: int, shards: Path, out_dir: Path, steps: int, batch: int, env: dict[str, str]) -> list[dict[str, Any]]:
-    """Launch the ranks; each rank's report, in rank order (RuntimeError with the output's tail if the job fails)."""
+def command_for(np_: int, shards: Path, out_dir: Path, steps: int, batch: int) -> LaunchCommand:
+    """mpirun of the stream worker on ``np_`` ranks of this machine (allowed as root where that is needed)."""
+    program = [sys.executable, "-m", "hvdtrain.bench.stream_worker", str(shards), str(out_dir), str(steps), str(batch)]
+    spec = LaunchSpec(program=program, np=np_, launcher="mpirun", allow_run_as_root=running_as_root())
+    return build_command(spec)
+
+
+def run(
+    np_: int, shards: Path, out_dir: Path, steps: int, batch: int, timeout_s: float = 24 * 3600
+) -> list[dict[str, Any]]:
+    """Launch the ranks; each rank's report, in rank order (JobFailed, the log's tail shown, if the job fails)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    argv = ["mpirun", "-np", str(np_), "-bind-to", "none", "-map-by", "slot"]
-    argv += [sys.executable, "-m", "hvdtrain.bench.stream_worker", str(shards), str(out_dir), str(steps), str(batch)]
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-    (out_dir / "job.log").write_text(done.stdout + done.stderr, encoding="utf-8")
-    if done.returncode != 0:
-        raise RuntimeError(f"the job failed (exit {done.returncode}); log: {out_dir / 'job.log'}")
+    run_job(command_for(np_, shards, out_dir, steps, batch), out_dir / "job.log", timeout_s)
     return [json.loads((out_dir / f"rank-{r}.json").read_text(encoding="utf-8")) for r in range(np_)]
 
 

@@ -10,13 +10,16 @@ and of the model alone (ResNet-8 on one cached batch, without the allreduce).
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
+import threading
 import time
 from pathlib import Path
 
 import tensorflow as tf
 
+from hvdtrain.bench.runner import PROGRESS_MARK
 from hvdtrain.recipe import train
 from hvdtrain.recipes import cifar10
 from hvdtrain.recipes.cifar10_config import Cifar10Config
@@ -29,8 +32,22 @@ def rate(batches: int, batch: int, run: object) -> float:
     return batches * batch / (time.perf_counter() - start)
 
 
+def report_progress(start: float, every_s: float = 30.0) -> None:
+    """Every ``every_s`` seconds while the epoch runs, rank 0 says how long it has trained and its RSS now."""
+    while True:
+        time.sleep(every_s)
+        with open(f"/proc/{os.getpid()}/statm", encoding="ascii") as statm:
+            rss_mib = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
+        sys.stderr.write(
+            f"{PROGRESS_MARK}rank 0 training: {time.perf_counter() - start:.0f} s, RSS {rss_mib:.0f} MiB\n"
+        )
+        sys.stderr.flush()
+
+
 def main() -> int:
     shards, out_dir, steps, batch = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    if os.environ.get("OMPI_COMM_WORLD_RANK", "0") == "0":
+        threading.Thread(target=report_progress, args=(time.perf_counter(),), daemon=True).start()
     config = Cifar10Config(data_dir=shards, depth=8, epochs=1, batch_size=batch, lr=0.01, warmup_epochs=0)
     start = time.perf_counter()
     result = train(cifar10.recipe, config)  # starts Horovod; one epoch over every shard
