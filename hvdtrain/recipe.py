@@ -347,6 +347,15 @@ def train(recipe: Recipe, config: TrainConfig, comm: Any = None) -> TrainResult:
     return TrainResult(model, history, test_metrics, world, scale_lr(config.lr, world.size, config.lr_scaling), summary)
 
 
+def peer_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` is how a collective ends when another rank dies or stalls: Horovod's shut-down error, or a
+    TensorFlow op error raised by one of Horovod's ops (under Gloo a killed peer fails the step's allreduce with
+    ``UnknownError ... HorovodAllreduce ...`` before the launcher stops this rank)."""
+    if "Horovod has been shut down" in str(exc):
+        return True
+    return isinstance(exc, tf.errors.OpError) and "Horovod" in str(exc)
+
+
 def run_recipe_command(recipe: Recipe, argv: Sequence[str] | None = None) -> int:
     """``python -m hvdtrain.recipes.<name> [options]``: train, print the test result on rank 0, return exit code."""
 
@@ -359,9 +368,9 @@ def run_recipe_command(recipe: Recipe, argv: Sequence[str] | None = None) -> int
             fail(str(exc))
             return EXIT_FAILURE
         except Exception as exc:
-            if "Horovod has been shut down" not in str(exc):
+            if not peer_failed(exc):
                 raise
-            # A peer died or stalled past --stall-timeout; Horovod's own report (missing ranks) is above.
+            # A peer died or stalled past --stall-timeout; Horovod's (or the launcher's) report is above.
             fail("Horovod shut down because another rank failed or stalled (its report is above)")
             return EXIT_FAILURE
         if result.world.is_root:

@@ -90,3 +90,15 @@ def test_a_loss_that_becomes_nan_stops_the_run_at_once(tmp_path: Path) -> None:
     assert len(errors) == 1 and "the loss became nan at epoch 1, step " in errors[0], done.stderr[-2000:]
     assert "test accuracy" not in done.stdout and "Epoch 2/50" not in done.stdout
     assert list(ckpt.iterdir()) == []  # stopped inside epoch 1: nothing written, nothing half-written
+
+
+def test_a_peers_failure_is_told_apart_from_other_errors() -> None:
+    import tensorflow as tf
+
+    from hvdtrain.recipe import peer_failed
+
+    gloo_peer_killed = "Graph execution error:\n\nDetected at node DistributedAdam_Allreduce/HorovodAllreduce_grads_4_0"
+    assert peer_failed(tf.errors.UnknownError(None, None, gloo_peer_killed))
+    assert peer_failed(RuntimeError("Horovod has been shut down. This was caused by an exception on one of the ranks"))
+    assert not peer_failed(tf.errors.InvalidArgumentError(None, None, "Detected at node sequential/dense/MatMul"))
+    assert not peer_failed(ValueError("Horovod"))  # not an op error
