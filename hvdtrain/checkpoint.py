@@ -1,18 +1,23 @@
 """Atomic epoch checkpoints: model weights, optimizer state, epoch, recipe and config in one ``.npz`` file.
 
 Rank 0 writes ``epoch-0003.npz`` through a temporary name, fsyncs it and renames it into place, so a job killed at
-any moment leaves either the whole file or none (a temporary file a signal left behind is removed by the next save).
+any moment leaves either the whole file or none: SIGTERM or SIGHUP during a save (a scheduler's cancel) removes the
+temporary file before the process ends as the signal says; one that SIGKILL left behind is removed by the next save.
 The newest ``keep`` files are kept. Loading skips a truncated or corrupt newest file with a warning and falls back to
 the one before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import tempfile
+import threading
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +57,33 @@ def list_checkpoints(directory: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+_END_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # their default action ends the process without Python's cleanup
+
+
+@contextlib.contextmanager
+def _removed_on_signal() -> Iterator[list[str]]:
+    """While inside: SIGTERM or SIGHUP deletes the paths put in the yielded list, then ends the process with that
+    signal (its default action, so the exit status is what it would have been). Only the main thread can hold signal
+    handlers; elsewhere nothing is installed."""
+    pending: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield pending
+        return
+
+    def remove_then_die(signum: int, _frame: Any) -> None:
+        for path in pending:
+            Path(path).unlink(missing_ok=True)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    previous = {s: signal.signal(s, remove_then_die) for s in _END_SIGNALS}
+    try:
+        yield pending
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def save(directory: Path, ckpt: Checkpoint, keep: int) -> Path:
     """Write ``ckpt`` atomically (temporary file, fsync, rename) and delete all but the newest ``keep``."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -67,16 +99,18 @@ def save(directory: Path, ckpt: Checkpoint, keep: int) -> Path:
     arrays = {f"w{i}": w for i, w in enumerate(ckpt.weights)}
     arrays.update({f"o{i}": v for i, v in enumerate(ckpt.optimizer)})
     target = checkpoint_path(directory, ckpt.epoch)
-    fd, tmp_name = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with _removed_on_signal() as pending:
+        fd, tmp_name = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".npz", dir=directory)
+        pending.append(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp_name, target)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
 import logging
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +77,29 @@ def test_a_save_removes_the_temporary_file_an_interrupted_save_left(tmp_path: Pa
     checkpoint.save(tmp_path, state(1), keep=3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-0001.npz"]
     assert checkpoint.load_latest(tmp_path).epoch == 1
+
+
+SAVE_FOREVER = """
+import sys
+from pathlib import Path
+import numpy as np
+from hvdtrain import checkpoint
+weights = [np.zeros((4, 1 << 20), np.float32)]  # 16 MiB: most of the loop's time is inside save
+ckpt = checkpoint.Checkpoint(1, "digits", 1, {}, weights, [])
+print("saving", flush=True)
+while True:
+    checkpoint.save(Path(sys.argv[1]), ckpt, keep=1)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_during_a_save_leaves_no_temporary_file(tmp_path: Path, signum: int) -> None:
+    """A scheduler's cancel (SIGTERM) lands mid-save: the process still ends by that signal, the temporary file goes."""
+    saver = subprocess.Popen([sys.executable, "-c", SAVE_FOREVER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert saver.stdout is not None and saver.stdout.readline() == "saving\n"
+    time.sleep(1.0)
+    saver.send_signal(signum)
+    assert saver.wait(timeout=30) == -signum
+    names = [p.name for p in tmp_path.iterdir()]
+    assert names == ["epoch-0001.npz"], names
+    assert checkpoint.load(tmp_path / "epoch-0001.npz").epoch == 1
