@@ -73,6 +73,12 @@ def test_horovod_commands_per_contender(tmp_path: Path) -> None:
             assert argv[argv.index("--network-interfaces") + 1] == netns.INTERFACE and "--gloo" in argv
 
 
+def test_help_names_every_contender() -> None:
+    from hvdtrain.bench.cluster_cli import CONTENDER_NAMES
+
+    assert CONTENDER_NAMES == list(cluster.CONTENDERS)
+
+
 def test_parameter_server_plan() -> None:
     contender = cluster.CONTENDERS["ps2"]
     place = cluster.layout(contender, 3)
@@ -104,10 +110,19 @@ def test_ring_theory() -> None:
     assert cluster.ring_theory(cluster.CONTENDERS["ps1"], gradient, 2) is None
 
 
-def test_window_lines_round_trip(capsys: pytest.CaptureFixture) -> None:
+def test_window_lines_round_trip(
+    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import threading
+
     window.announce_model(1234, 5)
     timer = window.Window()
-    timer.start()
+    ack = tmp_path / "ack"
+    monkeypatch.setenv(window.ACK_VAR, str(ack))
+    threading.Timer(0.3, ack.touch).start()
+    began = time.monotonic()
+    timer.start()  # waits for the driver's acknowledgement
+    assert time.monotonic() - began >= 0.25
     timer.end(10, 80)
     lines = capsys.readouterr().out.splitlines()
     events = [window.parse(line.split("hvdtrain-bench: ", 1)[1]) for line in lines]
@@ -216,13 +231,14 @@ def test_every_contender_kind_runs(tmp_path: Path) -> None:
     for direction in ("sent", "received"):
         assert 0.97 <= sum(per_step[h][direction] for h in workers) / (2 * gradient) <= 1.3, per_step
     # The two servers share the variables (sharded on Keras 2; whole and round-robin on Keras 3, which cannot train
-    # sharded variables): together they take in what the workers sent.
+    # sharded variables): together they take in every worker's gradients, 2 x G per step. (The workers may send
+    # more: both push to one server's link at once, its short queue drops, and TCP sends again.)
     servers = ps["roles"]["ps"]
     assert len(servers) == 2
     if installed_keras_major() == 2:
         assert all(per_step[s]["received"] > 0.2 * gradient for s in servers), per_step
     taken = sum(per_step[s]["received"] for s in servers)
-    assert taken == pytest.approx(sum(per_step[h]["sent"] for h in ps["roles"]["workers"]), rel=0.05)
+    assert 0.97 <= taken / (2 * gradient) <= 1.1, per_step
 
 
 @needs_root

@@ -42,6 +42,7 @@ from hvdtrain import netns
 from hvdtrain.bench import report
 from hvdtrain.bench.metrics import bus_factor
 from hvdtrain.bench.runner import JobFailed, find_program, run_job, running_as_root, say
+from hvdtrain.bench.window import ACK_VAR
 from hvdtrain.bench.window import parse as parse_window
 from hvdtrain.hosts import Host
 from hvdtrain.launch import HorovodKnobs, LaunchCommand, LaunchSpec, build_command
@@ -156,7 +157,12 @@ def threads_for(workload: Workload, processes: int) -> int:
 
 
 def horovod_command(
-    contender: Contender, workload: Workload, cluster: netns.Cluster, place: Layout, json_path: Path
+    contender: Contender,
+    workload: Workload,
+    cluster: netns.Cluster,
+    place: Layout,
+    json_path: Path,
+    ack: Path | None = None,
 ) -> LaunchCommand:
     """The synthetic recipe on every worker host, launched from host 0 (argv lists only)."""
     r = contender.ranks_per_host
@@ -167,8 +173,9 @@ def horovod_command(
         program.append("--fp16-allreduce")
     if contender.backward_passes > 1:
         program += ["--backward-passes-per-step", str(contender.backward_passes)]
+    window_env = {} if ack is None else {ACK_VAR: str(ack)}
     if contender.kind == "single":
-        command = LaunchCommand(argv=program, env={})
+        command = LaunchCommand(argv=program, env=window_env)
     else:
         knobs = HorovodKnobs(
             fusion_threshold_mb=0 if contender.fusion_off else None,
@@ -183,7 +190,7 @@ def horovod_command(
             controller="gloo" if contender.launcher == "horovodrun" else None,
             knobs=knobs,
             allow_run_as_root=running_as_root(),
-            extra_env=MPI_RING_ENV if contender.mpi_ring else {},
+            extra_env={**(MPI_RING_ENV if contender.mpi_ring else {}), **window_env},
         )
         command = build_command(spec)
         launcher = find_program(command.argv[0])  # the venv's horovodrun: inside the host, PATH may lack it
@@ -193,7 +200,9 @@ def horovod_command(
     return LaunchCommand(argv=cluster.exec_argv(0, command.argv), env=command.env)
 
 
-def tf_plan(contender: Contender, workload: Workload, cluster: netns.Cluster, place: Layout) -> list[dict[str, Any]]:
+def tf_plan(
+    contender: Contender, workload: Workload, cluster: netns.Cluster, place: Layout, ack: Path | None = None
+) -> list[dict[str, Any]]:
     """The tasks of a MultiWorkerMirroredStrategy or ParameterServerStrategy job, one per host."""
     address = [f"{h.ip}:{TF_PORT}" for h in cluster.hosts]
     spec: dict[str, list[str]] = {"worker": [address[i] for i in place.workers]}
@@ -214,7 +223,7 @@ def tf_plan(contender: Contender, workload: Workload, cluster: netns.Cluster, pl
             {
                 "name": f"{role}{index}",
                 "argv": cluster.exec_argv(host, program),
-                "env": {"TF_CONFIG": tf_config},
+                "env": {"TF_CONFIG": tf_config, **({} if ack is None else {ACK_VAR: str(ack)})},
                 "server": server,
             }
         )
@@ -226,6 +235,7 @@ class WindowReader:
     """The progress callback of a run: relays the lines, reads the link counters at the window's start and end."""
 
     cluster: netns.Cluster
+    ack: Path | None = None  # created once the start counters are read (the program waits for it)
     model: dict[str, float] = field(default_factory=dict)
     end: dict[str, float] = field(default_factory=dict)
     before: dict[str, netns.LinkBytes] = field(default_factory=dict)
@@ -238,6 +248,8 @@ class WindowReader:
             return
         if event.kind == "start":
             self.before = self.cluster.counters()
+            if self.ack is not None:
+                self.ack.touch()
         elif event.kind == "end":
             self.after = self.cluster.counters()
             self.end = event.fields
@@ -332,14 +344,16 @@ def run_one(
     place = layout(contender, hosts)
     log_path = output_dir / "logs" / f"{tag}.log"
     with netns.build_cluster(place.hosts, rate_mbit) as cluster:
+        ack = cluster.workdir / "window-ack"  # removed with the cluster
         if contender.kind in ("mwms", "ps"):
             plan = output_dir / "plans" / f"{tag}.json"
             plan.parent.mkdir(parents=True, exist_ok=True)
-            plan.write_text(json.dumps({"tasks": tf_plan(contender, workload, cluster, place)}, indent=1) + "\n")
+            plan.write_text(json.dumps({"tasks": tf_plan(contender, workload, cluster, place, ack)}, indent=1) + "\n")
             command = LaunchCommand([sys.executable, "-m", "hvdtrain.bench.cluster_tasks", str(plan)], {})
         else:
-            command = horovod_command(contender, workload, cluster, place, output_dir / "raw" / f"{tag}.json")
-        reader = WindowReader(cluster)
+            json_path = output_dir / "raw" / f"{tag}.json"
+            command = horovod_command(contender, workload, cluster, place, json_path, ack)
+        reader = WindowReader(cluster, ack)
         stats = run_job(command, log_path, timeout_s, progress=reader, env=cluster.env())
         row = make_row(name, contender, workload, cluster, place, reader, stats)
     row["command"] = command.shell_line()

@@ -15,6 +15,10 @@ from hvdtrain.options import fail
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 MAX_HOSTS = 4
+CONTENDER_NAMES = (
+    "single hvd-mpi hvd-mpi-fp16 hvd-mpi-ring hvd-mpi-nofusion hvd-mpi-bpps2 hvd-mpi-hier hvd-gloo hvd-gloo-fp16 mwms "
+    "ps1 ps2"
+).split()  # hvdtrain.bench.cluster.CONTENDERS, named here so that --help imports nothing more
 
 
 def _rates(text: str) -> list[float | None]:
@@ -69,7 +73,12 @@ Examples (as root):
     metavar="MBIT,MBIT,...",
     help="Link rates to compare, each direction of each host's link (none = unshaped).",
 )
-@click.option("--contender", "contenders", multiple=True, help="Run only these (repeatable) [default: all].")
+@click.option(
+    "--contender",
+    "contenders",
+    multiple=True,
+    help=f"Run only these (repeatable) [default: all]: {', '.join(CONTENDER_NAMES)}.",
+)
 @click.option("--model", default="ResNet50", show_default=True, help="A tf.keras.applications model or small-layers.")
 @click.option("--image-size", type=int, default=32, show_default=True)
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Samples per worker host and step.")

@@ -6,14 +6,17 @@ A program (rank 0, the chief or the coordinator) prints, each as one line carryi
     hvdtrain-bench: window start
     hvdtrain-bench: window end steps=40 samples=1280 seconds=12.345678
 
-``steps`` counts batches (per worker for an asynchronous program), ``samples`` all samples over every worker. The
-driver reads the cluster's link counters when it sees ``start`` and ``end``; the program's own clock gives the time.
+``steps`` counts global batches (one batch on every worker), ``samples`` all samples over every worker. The driver
+reads the cluster's link counters when it sees ``start`` and ``end``; the program's own clock gives the time. With
+``HVDTRAIN_WINDOW_ACK=PATH`` in its environment, the program waits after ``start`` until PATH exists (the driver
+creates it once it has read the counters).
 
 Pure Python: imports neither TensorFlow nor Horovod.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -21,6 +24,8 @@ from dataclasses import dataclass
 
 from hvdtrain.bench.runner import PROGRESS_MARK
 
+ACK_VAR = "HVDTRAIN_WINDOW_ACK"
+ACK_TIMEOUT_S = 60.0
 _FIELDS_RE = re.compile(r"(\w+)=([0-9.]+)")
 
 
@@ -49,7 +54,15 @@ class Window:
         self.seconds: float | None = None
 
     def start(self) -> None:
+        """Announce the start; with ``HVDTRAIN_WINDOW_ACK`` set, wait (up to ACK_TIMEOUT_S) until the driver has
+        created that file, i.e. has read the counters: the launcher's output relay may be late, and no gradient
+        moves until this process (the chief, the coordinator, Horovod's rank 0) starts the first timed step."""
         _say("start")
+        ack = os.environ.get(ACK_VAR)
+        if ack:
+            deadline = time.monotonic() + ACK_TIMEOUT_S
+            while not os.path.exists(ack) and time.monotonic() < deadline:
+                time.sleep(0.01)
         self._start = time.perf_counter()
 
     def end(self, steps: int, samples: int) -> None:
