@@ -197,6 +197,20 @@ def test_mpi_yield_only_for_cpu_training() -> None:
     assert tuning.apply_mpi_yield(on_gpu=False, env=mine) == {} and mine["OMPI_MCA_mpi_yield_when_idle"] == "0"
 
 
+def test_mpi_ring_only_with_one_rank_on_each_of_3_or_more_hosts() -> None:
+    three_hosts = {"OMPI_COMM_WORLD_SIZE": "3", "OMPI_MCA_orte_num_nodes": "3"}
+    env = dict(three_hosts)
+    assert tuning.apply_mpi_ring(env) == tuning.MPI_RING_ENV
+    assert env["OMPI_MCA_coll_tuned_use_dynamic_rules"] == "1" and env["OMPI_MCA_coll_tuned_allreduce_algorithm"] == "4"
+    for size, nodes in (("2", "2"), ("4", "2"), ("2", "1"), ("x", "3")):  # 2 ranks; 2 ranks per host; one host
+        assert tuning.apply_mpi_ring({"OMPI_COMM_WORLD_SIZE": size, "OMPI_MCA_orte_num_nodes": nodes}) == {}
+    assert tuning.apply_mpi_ring({}) == {}  # not under Open MPI (Gloo, one process)
+    mine = {**three_hosts, "OMPI_MCA_coll_tuned_use_dynamic_rules": "0"}  # the user's choice: both left alone
+    assert tuning.apply_mpi_ring(mine) == {} and "OMPI_MCA_coll_tuned_allreduce_algorithm" not in mine
+    applied = tuning.apply_runtime_defaults(on_gpu=True, env=dict(three_hosts))
+    assert tuning.MPI_RING_ENV.items() <= applied.items()
+
+
 def test_runtime_defaults_combine_and_respect_the_user() -> None:
     env = {"HOROVOD_CYCLE_TIME": "2"}
     applied = tuning.apply_runtime_defaults(on_gpu=False, env=env)

@@ -16,7 +16,7 @@ from hvdtrain.options import fail
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 MAX_HOSTS = 4
 CONTENDER_NAMES = (
-    "single hvd-mpi hvd-mpi-fp16 hvd-mpi-ring hvd-mpi-nofusion hvd-mpi-bpps2 hvd-mpi-hier hvd-gloo hvd-gloo-fp16 mwms "
+    "single hvd-mpi hvd-mpi-fp16 hvd-mpi-ompi hvd-mpi-nofusion hvd-mpi-bpps2 hvd-mpi-hier hvd-gloo hvd-gloo-fp16 mwms "
     "ps1 ps2"
 ).split()  # hvdtrain.bench.cluster.CONTENDERS, named here so that --help imports nothing more
 
