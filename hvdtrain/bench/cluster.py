@@ -14,10 +14,10 @@ Contenders (``CONTENDERS``):
 - ``hvd-mpi``, ``hvd-gloo``: the synthetic recipe, one rank per host, launched by mpirun (MPI controller, TCP) or
   ``horovodrun --gloo``; at hvdtrain's defaults;
 - ``hvd-mpi-fp16``, ``hvd-gloo-fp16``: with ``--fp16-allreduce``; ``hvd-mpi-nofusion``: tensor fusion off;
-  ``hvd-mpi-ompi``: the allreduce algorithm left to Open MPI (across hosts hvdtrain makes it the ring; for 3 or
-  more ranks Open MPI picks another one, which sent 1.9x the ring's bytes over rank 0's link);
+  ``hvd-mpi-ompi``: the allreduce algorithm left to Open MPI (with one rank on each of 3 or more hosts hvdtrain
+  makes it the ring: Open MPI's own choice for 3 ranks sent 1.9x the ring's bytes over rank 0's link);
   ``hvd-mpi-bpps2``: ``--backward-passes-per-step 2``; ``hvd-mpi-hier``: 2 ranks per host (half the batch each)
-  with hierarchical allreduce (the ranks of a host reduce over shared memory, one ring runs across the hosts);
+  with hierarchical allreduce (measured: each host's link carries the 2-host ring's bytes, not the 4-rank ring's);
 - ``mwms``: ``tf.distribute.MultiWorkerMirroredStrategy`` (RING), one worker per host, ``TF_CONFIG`` each;
 - ``ps1``, ``ps2``: ``tf.distribute.ParameterServerStrategy`` with 1 or 2 parameter-server hosts, one worker per
   worker host and a coordinator host (asynchronous: each worker applies its own batch's gradients; variables are
@@ -84,7 +84,7 @@ class Contender:
     ranks_per_host: int = 1
     hierarchical: bool = False
     ps_tasks: int = 0
-    openmpi_algorithm: bool = False  # leave MPI_Allreduce's algorithm to Open MPI (hvdtrain: the ring across hosts)
+    openmpi_algorithm: bool = False  # leave MPI_Allreduce's algorithm to Open MPI (see tuning.apply_mpi_ring)
 
 
 CONTENDERS: dict[str, Contender] = {
