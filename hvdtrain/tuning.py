@@ -11,8 +11,8 @@ Horovod's buffer. All of it is in ``docs/benchmarks.md``. Users override either 
 ``HOROVOD_FUSION_THRESHOLD`` in the environment, or horovodrun's / ``hvdtrain run``'s ``--cycle-time-ms`` /
 ``--fusion-threshold-mb``. With ``HOROVOD_AUTOTUNE`` on, nothing is set, so Horovod's autotuner stays free to tune
 both. Open MPI jobs with one rank on each of 3 or more hosts also get Open MPI's ring for the allreduce
-(:func:`apply_mpi_ring`). The back end applies them in every rank (:func:`apply_runtime_defaults`, called by ``backend.init()``), so they
-hold however the job was launched.
+(:func:`apply_mpi_ring`). The back end applies them in every rank (:func:`apply_runtime_defaults`, called by
+``backend.init()``), so they hold however the job was launched.
 
 Pure Python: imports neither TensorFlow nor Horovod.
 """
