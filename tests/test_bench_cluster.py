@@ -184,7 +184,8 @@ def _bench(tmp_path: Path, hosts: int, contenders: list[str]) -> dict[str, dict[
 @pytest.mark.multiproc
 def test_ring_bytes_on_the_links_match_theory(tmp_path: Path) -> None:
     """3 hosts at 1 Gbit/s: what each link carried per step is 2(n-1)/n x the gradient bytes within 5% for a ring
-    (Horovod over Gloo; over MPI at hvdtrain's defaults, which make Open MPI's allreduce the ring across hosts);
+    (Horovod over Gloo; over MPI at hvdtrain's defaults, which make Open MPI's allreduce the ring with one rank per
+    host on 3 or more hosts);
     whatever the algorithm (Open MPI's own choice for 3 ranks is not a ring), every byte sent is received; no link
     ran above its rate."""
     rows = _bench(tmp_path, 3, ["hvd-mpi", "hvd-mpi-ompi", "hvd-gloo"])
