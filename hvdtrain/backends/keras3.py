@@ -49,8 +49,8 @@ class GradientSync:
         """Every rank's gradients combined: one fused group (Adasum: one allreduce per tensor). ``None`` stays.
 
         One group, not one allreduce per tensor or several groups: inside Keras 3's compiled train step TensorFlow's
-        automatic control dependencies run Horovod's ops one after another, so more ops only add negotiations
-        (measured slower across a 1 Gbit/s link, docs/cluster.md).
+        automatic control dependencies run Horovod's ops one after another, so more ops add negotiations without
+        overlapping the backward pass (measured slower across a 1 Gbit/s link, docs/cluster.md).
         """
         present = [i for i, g in enumerate(grads) if g is not None]
         tensors = [grads[i] for i in present]
